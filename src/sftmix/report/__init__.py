@@ -1,0 +1,102 @@
+"""Study report: report.html (self-contained), figures/, tables/scores.csv and summary.md."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import os
+import re
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from . import html as _html
+from .plots import ability_scores, scaling_png
+
+__all__ = ["write_report"]
+
+SCORE_KEYS = ("run_id", "label", "model", "strategy", "sources", "amount", "seed", "task", "ability",
+              "metric", "value")
+CSV_KEYS = SCORE_KEYS + ("n", "train_tokens")
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Readers see the old file or the complete new one, never a truncated one."""
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it 0600; a report is meant to be shared/served
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _normalise(scores: list[dict]) -> list[dict]:
+    if not scores:
+        raise ValueError("write_report: `scores` is empty, there is nothing to report "
+                         "(has any run of this study been evaluated?)")
+    out = []
+    for i, row in enumerate(scores):
+        missing = [k for k in SCORE_KEYS if k not in row]
+        if missing:
+            raise ValueError(f"write_report: scores[{i}] lacks key(s) {', '.join(missing)}")
+        value = row["value"]
+        # n and train_tokens are informative only: absent or None is allowed
+        out.append({**row, "amount": float(row["amount"]), "seed": int(row["seed"]),
+                    "value": float("nan") if value is None else float(value),
+                    **{k: None if row.get(k) is None else int(row[k]) for k in ("n", "train_tokens")},
+                    **{k: str(row[k] or "") for k in ("run_id", "label", "model", "strategy",
+                                                      "sources", "task", "ability", "metric")}})
+    return out
+
+
+def _slug(text: str) -> str:
+    # abilities come from the study file; keep them from steering a path out of figures/
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "ability"
+
+
+def _scores_csv(scores: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_KEYS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(scores)
+    return buf.getvalue()
+
+
+def write_report(out_dir: str | Path, scores: list[dict], items: list[dict], study: dict) -> Path:
+    """Write the study report under `out_dir` and return the path of report.html."""
+    scores = _normalise(scores)
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+
+    per_ability = ability_scores(scores)
+    figures = []
+    for ability in sorted({r["ability"] for r in scores}):
+        png = scaling_png([r for r in per_ability if r["ability"] == ability], ability)
+        atomic_write(out / "figures" / f"scaling_{_slug(ability)}.png", png)
+        figures.append({"ability": ability, "slug": _slug(ability), "b64": base64.b64encode(png).decode()})
+
+    columns, rows = _html.results_table(scores)
+    best = _html.best_per_ability(per_ability)
+    models = sorted({r["model"] for r in scores})
+    header = {"date": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+              "runs": len({r["run_id"] for r in scores}), "models": len(models), "model_names": models,
+              "tasks": len({r["task"] for r in scores})}
+    atomic_write(out / "tables" / "scores.csv", _scores_csv(scores))
+    atomic_write(out / "summary.md", _html.render_markdown(study, header, columns, rows, best))
+    page = _html.render_html(
+        name=str(study.get("name") or "sftmix study"), description=study.get("description") or "",
+        output_dir=str(study.get("output_dir") or ""), config_yaml=study.get("config_yaml") or "",
+        header=header, figures=figures, columns=columns, rows=rows, best=best,
+        samples=_html.pick_samples(scores, items or []))
+    # written last: a report.html on disk means every other file of this report is in place
+    path = out / "report.html"
+    atomic_write(path, page)
+    return path
