@@ -96,9 +96,15 @@ def cmd_eval(args) -> int:
     for t in names:
         if t not in TASKS:
             raise SftmixError(f"--tasks: unknown task {t!r}; expected one of {', '.join(sorted(TASKS))}")
-    params = dict(p.split("=", 1) for p in args.param)
-    tasks = [make_task(t, limit=args.limit, **({"path": params["path"]} if "path" in params and t == "gsm8k" else {}))
-             for t in names]
+    import yaml
+
+    params = {}
+    for p in args.param:
+        if "=" not in p:
+            raise SftmixError(f"--param {p!r}: expected key=value, e.g. path=gsm8k_test.jsonl or difficulty=2")
+        k, v = p.split("=", 1)
+        params[k] = yaml.safe_load(v)
+    tasks = [make_task(t, limit=args.limit, **params) for t in names]
     out = Path(args.out)
     store = Store(out / "sftmix.db")
     try:

@@ -83,7 +83,12 @@ def _prepare_model(job: StageJob, device: str):
 
 
 def train_stage(job: StageJob, progress: bool = True) -> dict:
+    import warnings
+
     import torch
+
+    # peft calls a transformers method that transformers 5 has deprecated; nothing for a user to act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     from transformers import get_scheduler
 
     hp = job.training
@@ -150,13 +155,19 @@ def train_stage(job: StageJob, progress: bool = True) -> dict:
     if bar:
         bar.close()
     seconds = time.time() - t0
+    window = max(1, len(losses) // 10)  # one step's loss is noisy; first and last tenth of the steps say more
     info = {
         "stage_id": job.stage_id, "steps": step, "examples": len(data), "train_tokens": tokens, "seconds": seconds,
-        "tokens_per_second": tokens / max(seconds, 1e-9), "loss_first": losses[0], "loss_last": losses[-1],
+        "tokens_per_second": tokens / max(seconds, 1e-9), "loss_first": _mean(losses[:window]),
+        "loss_last": _mean(losses[-window:]),
         "loss": losses, "device": device,
     }
     _save(model, job, info)
     return info
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
 
 
 def _save(model, job: StageJob, info: dict) -> None:
