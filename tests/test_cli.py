@@ -62,3 +62,50 @@ def test_plan_reports_stages_tokens_and_flops(tmp_path, capsys):
     summary = json.loads((tmp_path / "plan.json").read_text())
     assert summary["totals"]["runs"] == 7  # base + 2 multitask + 4 single
     assert summary["totals"]["train_tokens"] > 0 and summary["totals"]["flops"] > 0
+
+
+def _files_study(tmp_path, bad_line=False):
+    (tmp_path / "chat.jsonl").write_text(
+        "\n".join(json.dumps({"instruction": f"Say hi {i}", "output": f"hi {i}"}) for i in range(20))
+        + ("\n{not json" if bad_line else "")
+    )
+    (tmp_path / "gsm.jsonl").write_text(
+        "\n".join(json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}) for i in range(6))
+    )
+    study = tmp_path / "files.yaml"
+    study.write_text(
+        "models: [tiny]\nsources:\n  chat: {path: chat.jsonl, ability: general}\n  math: {builtin: math, size: 20}\n"
+        "amounts: [1/2, 1]\nevaluation: {tasks: [{name: gsm8k, params: {path: gsm.jsonl}}], limit: 3}\n"
+    )
+    return study
+
+
+def test_study_with_file_sources_and_a_gsm8k_file_task(tmp_path, capsys):
+    study = _files_study(tmp_path)
+    assert main(["data", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert "source chat: 20 rows" in out and "mixture" in out
+    from sftmix.config import load_study
+    from sftmix.study.plan import make_plan
+    from sftmix.study.runner import build_tasks
+
+    sf = load_study(study)
+    (task,) = build_tasks(sf)
+    assert task.name == "gsm8k" and len(task.items) == 3 and task.items[0].meta["answer"] == "1"
+    # determinism: the same study gives the same mixtures
+    assert [s.mixture.hash for s in make_plan(sf).stages.values()] == [s.mixture.hash for s in make_plan(load_study(study)).stages.values()]
+
+
+def test_bad_data_file_in_a_study_names_file_and_line(tmp_path, capsys):
+    study = _files_study(tmp_path, bad_line=True)
+    assert main(["data", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert "chat.jsonl line 21" in err and "Traceback" not in err
+
+
+def test_a_local_model_directory_works_as_a_model_name(tmp_path, capsys):
+    from sftmix.models import model_path
+
+    local = model_path("tiny")  # a plain HF-format directory
+    assert main(["eval", local, "--tasks", "math", "--limit", "2", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "math:" in capsys.readouterr().out

@@ -100,3 +100,30 @@ def test_report_command_rewrites_report(finished, capsys):
 def test_report_on_empty_dir_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no study store" in capsys.readouterr().err
+
+
+def test_saved_study_yaml_is_the_effective_study_and_replans_identically(finished):
+    from sftmix.study.store import Store
+
+    sf = load_study(finished / "study.yaml")
+    assert sf.study.output_dir == str(finished)  # the out_dir override is recorded
+    store = Store(finished / "sftmix.db")
+    try:
+        assert [r.run_id for r in make_plan(sf).runs] == store.meta("run_ids")
+    finally:
+        store.close()
+
+
+def test_report_keeps_to_the_current_plan(finished, tmp_path):
+    from sftmix.study.runner import write_store_report
+    from sftmix.study.store import Store
+
+    store = Store(finished / "sftmix.db")
+    try:
+        store.add_run("stale", "stale run from an older study", "tiny", "multitask", "math", 0.5, 0, [])
+        store.add_results("stale", "math", "math", "accuracy", [{"item_id": "x", "score": 1.0, "prompt": "p",
+                                                                "prediction": "q", "reference": "r"}], 0.0)
+        write_store_report(finished, store)
+    finally:
+        store.close()
+    assert "stale run from an older study" not in (finished / "report.html").read_text()

@@ -133,7 +133,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
+    from .study.runner import write_store_report
     from .study.store import Store
 
     d = Path(args.dir)
@@ -142,12 +142,7 @@ def cmd_report(args) -> int:
         raise SftmixError(f"{db}: no study store here; run `sftmix run STUDY out_dir={d}` first")
     store = Store(db)
     try:
-        scores = store.scores()
-        if not scores:
-            raise SftmixError(f"{db}: the store has no scores yet")
-        study_yaml = d / "study.yaml"
-        report = write_report(d, scores, store.items(), {"name": store.meta("name", d.name), "output_dir": str(d),
-                                                       "config_yaml": study_yaml.read_text() if study_yaml.exists() else ""})
+        report = write_store_report(d, store)
     finally:
         store.close()
     print(f"report: {report}")

@@ -9,7 +9,7 @@ from collections import defaultdict
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator, PercentFormatter
+from matplotlib.ticker import MaxNLocator, NullLocator, PercentFormatter
 
 RUN_KEYS = ("run_id", "label", "model", "strategy", "sources", "amount", "seed", "train_tokens")
 
@@ -93,6 +93,8 @@ def scaling_png(runs: list[dict], ability: str) -> bytes:
         ax.xaxis.set_minor_locator(NullLocator())
     else:
         ax.set_xticks([])
+    # Ticks on whole percents only, so a label never rounds away what the tick marks (42.5% shown as "42%").
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 2.5, 5, 10]))
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     tasks = sorted({t for r in runs for t in r["tasks"]})
     ax.set_title(f"{ability}: " + (tasks[0] if len(tasks) == 1 else "mean of " + ", ".join(tasks)))

@@ -16,6 +16,12 @@ from .plan import Plan, Run, make_plan
 from .store import Store
 
 
+def esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
 def log(msg: str) -> None:
     from rich.console import Console
 
@@ -75,7 +81,7 @@ def ensure_stage(plan: Plan, stage, out: Path, store: Store, progress: bool) -> 
     if info is None:
         parent = str(stage_dir(out, stage.parent_id)) if stage.parent_id else None
         job = StageJob(stage.stage_id, stage.model, stage.mixture.examples, stage.training, stage.seed, parent, str(d))
-        log(f"[bold]train[/] stage {stage.stage_id[:8]} ({stage.name}, {len(stage.mixture)} rows) on {stage.model.name}")
+        log(f"[bold]train[/] stage {stage.stage_id[:8]} ({esc(stage.name)}, {len(stage.mixture)} rows) on {esc(stage.model.name)}")
         info = train_stage(job, progress=progress)
         log(f"  {info['train_tokens']} tokens in {info['seconds']:.0f}s, loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
     store.finish_stage(stage.stage_id, info)
@@ -95,10 +101,46 @@ def load_run_model(run: Run, out: Path):
     return load_model(m.name, m.dtype, adapter=d / "adapter"), tok
 
 
-def _write_json(path: Path, obj) -> None:
+def _write_text(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj) -> None:
+    _write_text(path, json.dumps(obj, indent=1, default=str))
+
+
+def effective_yaml(sf: StudyFile) -> str:
+    """The study as run (overrides applied, file paths absolute): `sftmix run OUT/study.yaml` runs it again."""
+    import yaml
+
+    from ..config import resolve_path
+
+    data = sf.study.model_dump(mode="json")
+    for name, src in sf.study.sources.items():
+        if src.path:
+            data["sources"][name]["path"] = str(resolve_path(sf, src.path).resolve())
+    for t, cfg in zip(data["evaluation"]["tasks"], sf.study.evaluation.tasks):
+        if "path" in cfg.params:
+            t["params"]["path"] = str(resolve_path(sf, cfg.params["path"]).resolve())
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def write_store_report(out: Path, store: Store) -> Path:
+    from ..errors import SftmixError
+    from ..report import write_report
+
+    run_ids = store.meta("run_ids")
+    scores = store.scores(run_ids)
+    if not scores:
+        raise SftmixError(f"{store.path}: the store has no scores yet")
+    study_yaml = out / "study.yaml"
+    study = store.meta("study") or {}
+    return write_report(out, scores, store.items(), {
+        "name": store.meta("name", out.name), "description": study.get("description", ""), "output_dir": str(out),
+        "config_yaml": study_yaml.read_text() if study_yaml.exists() else "",
+    })
 
 
 def run_study(sf: StudyFile, out: Path | None = None, progress: bool = True) -> Path:
@@ -109,8 +151,10 @@ def run_study(sf: StudyFile, out: Path | None = None, progress: bool = True) -> 
     try:
         store.set_meta("study", sf.study.model_dump())
         store.set_meta("name", sf.study.name)
-        if sf.path:
-            (out / "study.yaml").write_text(sf.path.read_text())
+        # The report shows this plan's runs only, even if an earlier study wrote into the same directory.
+        store.set_meta("run_ids", [r.run_id for r in plan.runs])
+        config_yaml = effective_yaml(sf)
+        _write_text(out / "study.yaml", config_yaml)
         for st in plan.stages.values():
             store.add_stage(st.stage_id, st.parent_id, st.model.name, st.mixture.hash,
                             {k: v for k, v in st.mixture.manifest.items() if k != "row_ids"}, st.hparams,
@@ -122,16 +166,14 @@ def run_study(sf: StudyFile, out: Path | None = None, progress: bool = True) -> 
             store.add_run(r.run_id, r.label, r.model.name, r.strategy, "+".join(r.sources), r.amount, r.seed,
                           [s.stage_id for s in r.stages])
         tasks = build_tasks(sf)
-        log(f"[bold]{sf.study.name}[/]: {len(plan.runs)} runs, {len(plan.stages)} stages to train, "
+        log(f"[bold]{esc(sf.study.name)}[/]: {len(plan.runs)} runs, {len(plan.stages)} stages to train, "
             f"{len(tasks)} tasks ({', '.join(f'{t.name}:{len(t.items)}' for t in tasks)}) -> {out}")
         from .executors import get_executor
 
         get_executor(sf.study.executor.kind)(plan, tasks, out, store, sf.study.evaluation.batch_size, progress)
         from ..report import write_report
 
-        report = write_report(out, store.scores(), store.items(), {"name": sf.study.name, "description": sf.study.description,
-                                                                   "output_dir": str(out), "config_yaml": sf.path.read_text() if sf.path else ""})
-        return report
+        return write_store_report(out, store)
     finally:
         store.close()
 
@@ -147,7 +189,7 @@ def run_local(plan: Plan, tasks: list[Task], out: Path, store: Store, batch_size
         if all(store.has_score(run.run_id, t.name) for t in tasks):
             store.finish_run(run.run_id)
             continue
-        log(f"[bold]eval[/] {run.label}")
+        log(f"[bold]eval[/] {esc(run.label)}")
         model, tok = load_run_model(run, out)
         scores = evaluate_model(model, tok, tasks, store, run.run_id, batch_size, progress)
         log("  " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in scores.items()))

@@ -118,16 +118,19 @@ class Store:
             )
         return value
 
-    def scores(self) -> list[dict]:
-        """One row per (run, task) joined with the run's description and its training tokens."""
+    def scores(self, run_ids: list[str] | None = None) -> list[dict]:
+        """One row per (run, task) joined with the run's description and its training tokens; only `run_ids` if given."""
         q = """
         SELECT s.run_id, r.label, r.model, r.strategy, r.sources, r.amount, r.seed, s.task, s.ability, s.metric,
                s.value, s.n, r.stages
         FROM scores s JOIN runs r USING (run_id) ORDER BY r.rowid, s.task
         """
         out = []
+        keep = set(run_ids) if run_ids is not None else None
         for row in self.db.execute(q):
             d = dict(row)
+            if keep is not None and d["run_id"] not in keep:
+                continue
             stage_ids = json.loads(d.pop("stages"))
             d["train_tokens"] = sum((self.stage(s) or {}).get("train_tokens") or 0 for s in stage_ids)
             out.append(d)
