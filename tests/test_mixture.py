@@ -49,3 +49,10 @@ def test_strategies_return_stage_lists():
     assert stage.parts == (Part("math", 0.25), Part("code", 0.25))
     (stage,) = stage_specs("single", ["math"], 1.0)
     assert stage.parts == (Part("math", 1.0),)
+
+
+def test_amount_labels():
+    from sftmix.data.mixture import amount_label
+
+    assert [amount_label(a) for a in (1 / 16, 1 / 3, 0.75, 1.0, 2.5, 0.3)] == ["1/16", "1/3", "3/4", "1", "2.5", "0.3"]
+    assert amount_label(100, "count") == "100 rows"

@@ -1,12 +1,11 @@
 import csv
 import math
-from pathlib import Path
 
 import pytest
 
-import sftmix.report as report
 from sftmix.report import write_report
-from sftmix.report.plots import ability_scores, amount_label
+from sftmix.data.mixture import amount_label
+from sftmix.report.plots import ability_scores
 
 XSS = "<script>alert(1)</script>"
 XSS_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -127,7 +126,9 @@ def test_rewrite_overwrites_and_failed_write_keeps_old(tmp_path, data, monkeypat
 
     def boom(*a, **k):
         raise OSError("disk full")
-    monkeypatch.setattr(report.os, "replace", boom)
+    import sftmix.atomic
+
+    monkeypatch.setattr(sftmix.atomic.os, "replace", boom)
     with pytest.raises(OSError):
         write_report(tmp_path, scores, items, {"name": "third"})
     assert (tmp_path / "report.html").read_text() == page

@@ -7,12 +7,11 @@ file, the row (and the line for JSONL) and what was expected, because the CLI sh
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sftmix.data.example import Example, code_example
+from sftmix.atomic import atomic_write
 from sftmix.errors import DataError
 
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "gsm8k", "humaneval")
@@ -428,22 +427,5 @@ def write_jsonl(examples: Iterable[Example], path: str | Path, fmt: str = "messa
     """Write train-ready JSONL in messages, alpaca or sharegpt shape, atomically."""
     if fmt not in EXPORT_FORMATS:
         raise DataError(f"cannot export as '{fmt}'; expected one of: {', '.join(EXPORT_FORMATS)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A temp file in the same directory keeps os.replace a same-filesystem rename, so readers see either the old
-    # file or the complete new one, never a prefix of it. Opened with os.open rather than mkstemp so the result
-    # gets the usual umask-based permissions instead of mkstemp's 0600.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for i, ex in enumerate(examples):
-                f.write(json.dumps(_export_row(ex, fmt, i), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Also on KeyboardInterrupt: never leave the temp file behind.
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    rows = [json.dumps(_export_row(ex, fmt, i), ensure_ascii=False) + "\n" for i, ex in enumerate(examples)]
+    return atomic_write(path, "".join(rows))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from fractions import Fraction
 from dataclasses import dataclass, field
 
 from .example import Example
@@ -28,6 +29,17 @@ def rows_for(amount: float, unit: str, size: int) -> int:
     if unit == "count":
         return int(amount)
     raise ValueError(f"unknown amount unit {unit!r}")
+
+
+def amount_label(amount: float, unit: str = "fraction") -> str:
+    """1/16 reads better than 0.0625 for the power-of-two fractions studies use."""
+    if unit == "count":
+        return f"{int(amount)} rows"
+    f = Fraction(amount).limit_denominator(4096)
+    power_of_two = f.denominator & (f.denominator - 1) == 0
+    if 0 < amount < 1 and abs(float(f) - amount) < 1e-9 and (f.numerator == 1 or power_of_two):
+        return f"{f.numerator}/{f.denominator}"
+    return f"{amount:g}"
 
 
 def nested_take(examples: list[Example], amount: float, unit: str, seed: int, source: str) -> list[Example]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import os
 import re
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
+from ..atomic import atomic_write
 from . import html as _html
 from .plots import ability_scores, scaling_png
 
@@ -19,22 +18,6 @@ __all__ = ["write_report"]
 SCORE_KEYS = ("run_id", "label", "model", "strategy", "sources", "amount", "seed", "task", "ability",
               "metric", "value")
 CSV_KEYS = SCORE_KEYS + ("n", "train_tokens")
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Readers see the old file or the complete new one, never a truncated one."""
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it 0600; a report is meant to be shared/served
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _normalise(scores: list[dict]) -> list[dict]:

@@ -11,19 +11,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator, PercentFormatter
 
+from ..data.mixture import amount_label
+
 RUN_KEYS = ("run_id", "label", "model", "strategy", "sources", "amount", "seed", "train_tokens")
 
 
 def is_base(row: dict) -> bool:
     # amount 0 cannot sit on a log axis, so it is the base model whatever the strategy says
     return row["strategy"] == "base" or row["amount"] <= 0
-
-
-def amount_label(amount: float) -> str:
-    """1/16 reads better than 0.0625 for the power-of-two fractions studies use."""
-    if 0 < amount < 1 and abs(1 / amount - round(1 / amount)) < 1e-9:
-        return f"1/{round(1 / amount)}"
-    return f"{amount:g}"
 
 
 def _finite(values) -> list[float]:

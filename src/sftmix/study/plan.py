@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 from ..config import StudyFile, resolve_path
 from ..data.example import Example
-from ..data.mixture import Mixture, build_mixture
+from ..data.mixture import Mixture, amount_label, build_mixture
 from ..train.strategies import PER_SOURCE, stage_specs
 
 
@@ -72,13 +71,6 @@ class Plan:
         for sid, d in depth.items():
             out[d].append(self.stages[sid])
         return out
-
-
-def amount_label(amount: float, unit: str) -> str:
-    if unit == "count":
-        return f"{int(amount)} rows"
-    f = Fraction(amount).limit_denominator(4096)
-    return "1" if f == 1 else (f"{f.numerator}/{f.denominator}" if f.denominator > 1 else f"{amount:g}")
 
 
 def load_sources(sf: StudyFile) -> dict[str, list[Example]]:

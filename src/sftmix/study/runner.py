@@ -5,10 +5,10 @@ item-level results, write the report. Rerunning a killed study redoes only what 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..config import StudyFile, output_dir
 from ..evaluate.tasks import Task, make_task
 from ..train.trainer import StageJob, stage_done, train_stage
@@ -101,14 +101,8 @@ def load_run_model(run: Run, out: Path):
     return load_model(m.name, m.dtype, adapter=d / "adapter"), tok
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, obj) -> None:
-    _write_text(path, json.dumps(obj, indent=1, default=str))
+    atomic_write(path, json.dumps(obj, indent=1, default=str))
 
 
 def effective_yaml(sf: StudyFile) -> str:
@@ -154,7 +148,7 @@ def run_study(sf: StudyFile, out: Path | None = None, progress: bool = True) -> 
         # The report shows this plan's runs only, even if an earlier study wrote into the same directory.
         store.set_meta("run_ids", [r.run_id for r in plan.runs])
         config_yaml = effective_yaml(sf)
-        _write_text(out / "study.yaml", config_yaml)
+        atomic_write(out / "study.yaml", config_yaml)
         for st in plan.stages.values():
             store.add_stage(st.stage_id, st.parent_id, st.model.name, st.mixture.hash,
                             {k: v for k, v in st.mixture.manifest.items() if k != "row_ids"}, st.hparams,
@@ -171,8 +165,6 @@ def run_study(sf: StudyFile, out: Path | None = None, progress: bool = True) -> 
         from .executors import get_executor
 
         get_executor(sf.study.executor.kind)(plan, tasks, out, store, sf.study.evaluation.batch_size, progress)
-        from ..report import write_report
-
         return write_store_report(out, store)
     finally:
         store.close()

@@ -1,0 +1,27 @@
+"""Atomic file writes: readers see the old file or the complete new one, never a prefix, whatever kills the writer."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    # Same directory, so os.replace is a rename on one filesystem. os.open (not mkstemp) so the file gets the usual
+    # umask permissions rather than 0600: reports and exports are meant to be shared.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # KeyboardInterrupt too: never leave the temp file behind
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
