@@ -8,7 +8,6 @@ safetensors directories, so every later load is a plain `from_pretrained` of a l
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -218,8 +217,3 @@ def stop_token_ids(tok) -> list[int]:
         if isinstance(i, int) and i != tok.unk_token_id and i >= 0:
             ids.add(i)
     return sorted(i for i in ids if i is not None)
-
-
-def describe(name: str) -> dict:
-    cfg = json.loads((Path(model_path(name)) / "config.json").read_text()) if Path(model_path(name)).is_dir() else {}
-    return {"name": name, "architecture": (cfg.get("architectures") or ["?"])[0], "hidden_size": cfg.get("hidden_size")}

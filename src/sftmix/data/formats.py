@@ -10,8 +10,8 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from sftmix.data.example import Example, code_example
 from sftmix.atomic import atomic_write
+from sftmix.data.example import Example, code_example
 from sftmix.errors import DataError
 
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "gsm8k", "humaneval")

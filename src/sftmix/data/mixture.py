@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from fractions import Fraction
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from .example import Example
 

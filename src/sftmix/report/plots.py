@@ -9,7 +9,7 @@ from collections import defaultdict
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullLocator, PercentFormatter
+from matplotlib.ticker import NullLocator, PercentFormatter
 
 from ..data.mixture import amount_label
 
@@ -88,9 +88,8 @@ def scaling_png(runs: list[dict], ability: str) -> bytes:
         ax.xaxis.set_minor_locator(NullLocator())
     else:
         ax.set_xticks([])
-    # Ticks on whole percents only, so a label never rounds away what the tick marks (42.5% shown as "42%").
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 2.5, 5, 10]))
-    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    # decimals=None: the formatter picks as many as the tick spacing needs, so 42.5% is never labelled "42%".
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
     tasks = sorted({t for r in runs for t in r["tasks"]})
     ax.set_title(f"{ability}: " + (tasks[0] if len(tasks) == 1 else "mean of " + ", ".join(tasks)))
     ax.set_xlabel("fraction of each source used (log scale)")

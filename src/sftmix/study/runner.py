@@ -147,15 +147,12 @@ def run_study(sf: StudyFile, out: Path | None = None, progress: bool = True) -> 
         store.set_meta("name", sf.study.name)
         # The report shows this plan's runs only, even if an earlier study wrote into the same directory.
         store.set_meta("run_ids", [r.run_id for r in plan.runs])
-        config_yaml = effective_yaml(sf)
-        atomic_write(out / "study.yaml", config_yaml)
+        atomic_write(out / "study.yaml", effective_yaml(sf))
         for st in plan.stages.values():
             store.add_stage(st.stage_id, st.parent_id, st.model.name, st.mixture.hash,
                             {k: v for k, v in st.mixture.manifest.items() if k != "row_ids"}, st.hparams,
                             str(stage_dir(out, st.stage_id)))
-            mdir = out / "mixtures"
-            mdir.mkdir(exist_ok=True)
-            _write_json(mdir / f"{st.mixture.hash}.json", st.mixture.manifest)
+            _write_json(out / "mixtures" / f"{st.mixture.hash}.json", st.mixture.manifest)
         for r in plan.runs:
             store.add_run(r.run_id, r.label, r.model.name, r.strategy, "+".join(r.sources), r.amount, r.seed,
                           [s.stage_id for s in r.stages])

@@ -127,12 +127,13 @@ class Store:
         """
         out = []
         keep = set(run_ids) if run_ids is not None else None
+        stage_tokens = dict(self.db.execute("SELECT stage_id, COALESCE(train_tokens, 0) FROM stages"))
         for row in self.db.execute(q):
             d = dict(row)
             if keep is not None and d["run_id"] not in keep:
                 continue
             stage_ids = json.loads(d.pop("stages"))
-            d["train_tokens"] = sum((self.stage(s) or {}).get("train_tokens") or 0 for s in stage_ids)
+            d["train_tokens"] = sum(stage_tokens.get(s, 0) for s in stage_ids)
             out.append(d)
         return out
 

@@ -27,11 +27,15 @@ def plan_summary(sf: StudyFile, plan: Plan) -> dict:
     hp = sf.study.training
     tokens: dict[str, int] = {}
     params: dict[str, int] = {}
+    toks: dict[tuple, object] = {}
     for st in plan.stages.values():
         key = st.model.name
         if key not in params:
             params[key] = param_count(key)
-        tok = load_tokenizer(key, st.model.chat_template)
+        tk = (key, st.model.chat_template)
+        if tk not in toks:
+            toks[tk] = load_tokenizer(*tk)
+        tok = toks[tk]
         per_epoch = sum(len(encode(tok, e, st.training.max_length)["input_ids"]) for e in st.mixture.examples)
         tokens[st.stage_id] = int(math.ceil(per_epoch * st.training.epochs))
     runs = []
