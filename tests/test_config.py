@@ -54,7 +54,17 @@ def test_source_path_is_relative_to_the_study_file(tmp_path):
     (tmp_path / "d" / "rows.jsonl").write_text('{"instruction": "hi", "output": "hello"}\n')
     text = GOOD.replace("code: {builtin: code, size: 50}", "chat: {path: d/rows.jsonl}")
     sf = load_study(write(tmp_path, text))
-    assert sf.study.sources["chat"].path == "d/rows.jsonl"
+    # resolved once, when the study is loaded, against the study file's directory
+    assert sf.study.sources["chat"].path == str((tmp_path / "d" / "rows.jsonl").resolve())
+
+
+def test_output_dir_in_the_file_is_relative_to_it_and_on_the_command_line_to_the_cwd(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    path = write(tmp_path, GOOD + "output_dir: out/here\n")
+    assert load_study(path).study.output_dir == str((tmp_path / "out" / "here").resolve())
+    assert load_study(path, ["out_dir=elsewhere"]).study.output_dir == str((tmp_path / "sub" / "elsewhere").resolve())
+    assert load_study(write(tmp_path, GOOD)).study.output_dir == str((tmp_path / "runs" / "t").resolve())
 
 
 # Each bad study: (what to change in GOOD, substrings the single error message must contain)
@@ -75,7 +85,16 @@ BAD = {
     "zero amount": (("amounts: [1/4, 1]", "amounts: [0, 1]"), ["amounts.0", "must be > 0"]),
     "division by zero": (("amounts: [1/4, 1]", "amounts: [1/0, 1]"), ["amounts.0", "division by zero"]),
     "unknown chat template": (("models: [tiny]", "models: [{name: tiny, chat_template: llama9}]"), ["models.0.chat_template", "unknown chat template"]),
-    "missing amounts": (("amounts: [1/4, 1]\n", ""), ["amounts", "required field is missing"]),
+    "missing amounts": (("amounts: [1/4, 1]\n", ""), ["amounts", "give exactly one data design"]),
+    "two designs": (("amounts: [1/4, 1]", "amounts: [1/4, 1]\npool: {totals: [10]}"), ["pool", "exactly one data design"]),
+    "per-source amounts, unknown source": (("amounts: [1/4, 1]", "amounts: {math: [1], poems: [1]}"), ["amounts.poems", "unknown source 'poems'"]),
+    "per-source amounts, missing source": (("amounts: [1/4, 1]", "amounts: {math: [1]}"), ["amounts", "missing code"]),
+    "shares above 1": (("amounts: [1/4, 1]", "mix: {total: 40, shares: {code: [0.5, 1.5]}}"), ["mix.shares.code.1", "[0, 1]"]),
+    "strategy params it does not take": (("strategies: [multitask]", "strategies: [{name: multitask, params: {k: 1}}]"), ["strategies.0.params", "takes no parameter 'k'"]),
+    "dmt k outside [0, 1]": (("strategies: [multitask]", "strategies: [{name: dmt, params: {k: [0, 2], general: code}}]"), ["strategies.0.params.k.1", "[0, 1]"]),
+    "stage naming an unknown source": (("strategies: [multitask]", "strategies: [{name: stages, stages: [{parts: [math]}, {parts: [poems]}]}]"), ["strategies.0.stages.1.parts", "unknown source 'poems'"]),
+    "bad per-stage hyperparameter": (("strategies: [multitask]", "strategies: [{name: stages, stages: [{parts: [math], training: {learning_rate: -1}}]}]"), ["strategies.0.stages.0.training.learning_rate", "greater than 0"]),
+    "unknown strategy, mapping form": (("strategies: [multitask]", "strategies: [{name: dmtt}]"), ["strategies.0.name", "unknown strategy 'dmtt'"]),
     "warmup ratio 1": (("learning_rate: 1.0e-3", "learning_rate: 1.0e-3\n  warmup_ratio: 1.5"), ["training.warmup_ratio", "less than 1"]),
     "top level is a list": (None, ["expected a mapping"]),
 }

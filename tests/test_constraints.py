@@ -127,3 +127,44 @@ def test_missing_parameter_is_named(constraint, param):
 def test_bad_parameter_values(constraint):
     with pytest.raises(ValueError):
         check(constraint, "some text")
+
+
+# --- the built-in general data against the scorer ------------------------------------------------------------------
+
+
+def test_instructions_do_not_obey_themselves():
+    """An instruction sentence copied back must not satisfy its own constraint (the echo defect: the title
+    instruction once held an example title). Keywords are named in their instruction by necessity; an echo of them
+    is caught by the scorer's echo guard (tests/test_ifeval.py)."""
+    from sftmix.data.builtin.general import POSITIVE
+
+    samples = {"start_with": {"phrase": "Sure."}, "end_with": {"phrase": "That is all."}, "bullets": {"n": 2},
+               "min_words": {"n": 15}, "keywords": {"words": ["ocean"]}}
+    for kind in POSITIVE:
+        c = {"kind": kind, **samples.get(kind, {})}
+        assert check(c, describe(c)) == (kind == "keywords"), kind
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 3])
+def test_general_reference_answers_pass_the_task_scorer(difficulty):
+    """The generator drops a candidate whose reply fails check_all. Show that this filter rarely fires (so rows are
+    built to satisfy their constraints, not sieved), and that the rows it keeps also pass the task's full scorer,
+    strict and loose, with no reply taken for an echo or a loop."""
+    import random
+
+    from sftmix.data.builtin import general
+    from sftmix.evaluate.tasks import make_task
+
+    rng = random.Random(difficulty)
+    built = sum(general.draw(rng, difficulty) is not None for _ in range(1000))
+    assert built >= 900, built
+
+    task = make_task("general", limit=150, difficulty=difficulty)
+    assert len(task.items) == 150
+    rows = task.score(task.items, [[e.response] for e in task.items])
+    assert not [r for r in rows if "degenerate" in r]
+    assert task.summary(rows) == {"prompt_strict": 1.0, "prompt_loose": 1.0, "instruction_strict": 1.0,
+                                  "instruction_loose": 1.0}
+    # and a reply for another item (right format, wrong instructions) does not pass everything
+    shifted = task.score(task.items, [[e.response] for e in task.items[1:] + task.items[:1]])
+    assert task.summary(shifted)["prompt_strict"] < 0.5

@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -6,7 +7,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from sftmix.data.example import CODE_ASSISTANT_TEMPLATE, CODE_USER_TEMPLATE
-from sftmix.data.formats import FORMATS, detect_format, load_file, load_hf, read_records, to_example, write_jsonl
+from sftmix.data.formats import (
+    FORMATS,
+    LoadReport,
+    detect_format,
+    iter_examples,
+    load_file,
+    load_hf,
+    read_records,
+    to_example,
+    write_jsonl,
+)
 from sftmix.errors import DataError
 
 HUMANEVAL_ROW = {
@@ -348,3 +359,178 @@ def test_write_jsonl_is_atomic_on_failure(tmp_path):
     assert target.read_text() == "previous contents\n"
     assert [p.name for p in out_dir.iterdir()] == ["train.jsonl"]
     assert "'csv'" in error_of(write_jsonl, multi, target, fmt="csv")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad rows: an error naming file, line and field by default; counted skips with on_error="skip"
+
+GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+
+
+def _msgs(*pairs):
+    return {"messages": [{"role": r, "content": c} for r, c in pairs]}
+
+
+# (kind, the JSONL line as bytes, a fragment the error names): one of each bad row users meet.
+BAD_LINES = [
+    ("missing_field", json.dumps({"messages": [{"role": "user"}, {"role": "assistant", "content": "x"}]}),
+     "messages[0] is missing field 'content'"),
+    ("null_field", json.dumps({"messages": [{"role": "user", "content": None}, {"role": "assistant", "content": "x"}]}),
+     "messages[0] is missing field 'content'"),
+    ("wrong_type", json.dumps({"messages": [{"role": "user", "content": ["parts"]},
+                                            {"role": "assistant", "content": "x"}]}),
+     "messages[0] field 'content' must be a string, found list"),
+    ("empty_assistant", json.dumps(_msgs(("user", "q"), ("assistant", " \n"))), "messages[1]: the assistant turn is empty"),
+    ("no_assistant", json.dumps(_msgs(("user", "q"))), "must end with an assistant turn"),
+    ("role_order", json.dumps(_msgs(("assistant", "Hi, how can I help?"), ("user", "q"), ("assistant", "a"))),
+     "messages[0]: 'assistant' as the first turn"),
+    ("role_order", json.dumps(_msgs(("user", "a"), ("user", "b"), ("assistant", "c"))),
+     "messages[1]: 'user' after messages[0] ('user')"),
+    ("role_order", json.dumps(_msgs(("user", "a"), ("system", "s"), ("assistant", "c"))),
+     "messages[1]: a system turn after the start"),
+    ("unknown_role", json.dumps(_msgs(("user", "a"), ("tool", "{}"), ("assistant", "c"))), "'tool'"),
+    ("invalid_utf8", b'{"messages": "caf\xe9"}', "not UTF-8 text"),
+    ("invalid_json", '{"messages": [}', "invalid JSON"),
+    ("not_an_object", "[1, 2]", "expected a JSON object per line"),
+    ("wrong_format", json.dumps({"instruction": "i", "output": "o"}), "expected the messages format"),
+]
+
+
+def _line(content) -> bytes:
+    return content if isinstance(content, bytes) else content.encode()
+
+
+def test_each_bad_row_is_an_error_naming_file_line_and_field(tmp_path):
+    for i, (kind, content, fragment) in enumerate(BAD_LINES):
+        path = tmp_path / f"bad{i}.jsonl"
+        path.write_bytes(_line(json.dumps(GOOD)) + b"\n" + _line(content) + b"\n" + _line(json.dumps(GOOD)) + b"\n")
+        with pytest.raises(DataError) as info:
+            load_file(path)
+        msg = str(info.value)
+        assert f"{path} " in msg and "line 2" in msg and fragment in msg, (kind, msg)
+        assert info.value.kind == kind and "\n" not in msg
+
+
+def test_skip_counts_every_bad_row_by_kind_and_keeps_the_rest(tmp_path, capsys):
+    path = tmp_path / "mixed.jsonl"
+    big = json.dumps(_msgs(("user", "q"), ("assistant", "x" * (10 * 2**20))))  # a 10 MB row
+    lines = [json.dumps(GOOD)] + [c for _, c, _ in BAD_LINES] + [big, json.dumps(GOOD)]
+    # A truncated last line: the writer died mid-row, so there is no closing brace and no newline.
+    path.write_bytes(b"\n".join(_line(c) for c in lines) + b'\n{"messages": [{"role": "user", "con')
+    report = LoadReport()
+    examples = load_file(path, on_error="skip", report=report)
+    n = len(BAD_LINES)
+    assert [e.meta["row"] for e in examples] == [0, n + 2]  # row numbers (and ids) count the skipped rows
+    assert [e.id for e in examples] == ["mixed-0", f"mixed-{n + 2}"]
+    expected = Counter(k for k, _, _ in BAD_LINES) + Counter({"row_too_large": 1, "truncated_line": 1})
+    assert report.skipped == expected
+    assert report.rows_read == n + 4 and report.rows_kept == 2 and report.rows_skipped == n + 2
+    assert [p.kind for p in report.problems][:3] == [k for k, _, _ in BAD_LINES][:3]
+    assert report.problems[-1].message.startswith(f"{path} line {n + 4}: truncated last line")
+    assert f"{path} line {n + 2}: row is 10.0 MiB" in report.problems[-2].message
+    summary = report.summary("mixed")
+    assert summary.startswith(f"mixed: {n + 2} of {n + 4} rows skipped (3 role_order") and "1 truncated_line" in summary
+    assert report.to_dict()["skipped"]["role_order"] == 3
+    # With a report the caller shows it; the load itself prints nothing.
+    assert capsys.readouterr().err == ""
+    # Without one, skipped rows are never silent: one summary line on stderr.
+    load_file(path, on_error="skip")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{n + 2} of {n + 4} rows skipped" in err
+    # By default the first bad row stops the load.
+    assert "line 2" in error_of(load_file, path)
+
+
+def test_skip_in_json_and_parquet_containers(tmp_path):
+    rows = [GOOD, _msgs(("user", "a"), ("user", "b"), ("assistant", "c")), GOOD,
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}]}]
+    for ext in (".json", ".parquet"):
+        path = write_rows(tmp_path / f"x{ext}", rows)
+        report = LoadReport()
+        assert [e.meta["row"] for e in load_file(path, on_error="skip", report=report)] == [0, 2]
+        assert report.skipped == {"role_order": 1, "null_field": 1}
+        assert report.problems[0].where == f"{path} row 1"
+        assert f"{path} row 1: messages[1]" in error_of(load_file, path)
+    (tmp_path / "l.json").write_text(json.dumps([GOOD, "text", GOOD]))
+    report = LoadReport()
+    assert len(load_file(tmp_path / "l.json", on_error="skip", report=report)) == 2
+    assert report.skipped == {"not_an_object": 1}
+
+
+def test_a_big_row_in_parquet_is_too_large(tmp_path):
+    path = write_rows(tmp_path / "big.parquet", [GOOD, _msgs(("user", "q"), ("assistant", "y" * 3000))])
+    msg = error_of(load_file, path, max_row_bytes=1000)
+    assert f"{path} row 1: row holds" in msg and "max_row_bytes" in msg
+
+
+def test_all_rows_bad_is_an_error_even_when_skipping(tmp_path):
+    path = tmp_path / "junk.jsonl"
+    path.write_text("{oops\n[1]\n")
+    msg = error_of(load_file, path, on_error="skip", report=LoadReport())
+    assert f"{path}: none of its 2 rows could be used" in msg and "invalid_json" in msg
+    assert "on_error" in error_of(load_file, path, on_error="ignore")
+
+
+@pytest.mark.parametrize("name,data", [
+    ("u16.jsonl", '{"instruction": "i", "output": "o"}\n'.encode("utf-16")),
+    ("latin.json", '[{"instruction": "caf\xe9", "output": "o"}]'.encode("latin-1")),
+])
+def test_files_that_are_not_utf8_are_one_error(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    for on_error in ("raise", "skip"):
+        msg = error_of(load_file, path, on_error=on_error)
+        assert msg.startswith(f"{path}") and "not UTF-8" in msg and "\n" not in msg
+
+
+def test_first_unknown_row_is_skipped_and_detection_uses_the_next(tmp_path):
+    path = jsonl(tmp_path, [{"foo": 1}] + SAMPLES["alpaca"])
+    report = LoadReport()
+    examples = load_file(path, on_error="skip", report=report)
+    assert report.format == "alpaca" and len(examples) == 2 and report.skipped == {"unknown_format": 1}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real shapes: multi-turn conversations kept whole, extra columns kept for filters, streaming selection
+
+MULTI = [
+    ("system", "You are terse."), ("user", "What is 2+2?"), ("assistant", "4."),
+    ("user", "And times 3?"), ("assistant", "12."), ("user", "Thanks!"), ("assistant", "You're welcome."),
+]
+
+
+@pytest.mark.parametrize("ext", [".jsonl", ".json", ".parquet"])
+def test_multi_turn_sharegpt_and_messages_kept_whole(tmp_path, ext):
+    to_from = {"system": "system", "user": "human", "assistant": "gpt"}
+    sharegpt = [{"id": "c1", "conversations": [{"from": to_from[r], "value": c} for r, c in MULTI], "lang": "en"}]
+    messages = [{**_msgs(*MULTI), "category": "chat", "score": 4.5, "tags": ["x"]}]
+    expected = [{"role": r, "content": c} for r, c in MULTI]
+    for name, rows in (("sg", sharegpt), ("msg", messages)):
+        (ex,) = load_file(write_rows(tmp_path / f"{name}{ext}", rows))
+        assert ex.messages == expected
+    assert load_file(tmp_path / f"sg{ext}")[0].meta["fields"] == {"id": "c1", "lang": "en"}
+    # Non-scalar columns (tags) are not copied; scalar ones are, for field filters.
+    assert load_file(tmp_path / f"msg{ext}")[0].meta["fields"] == {"category": "chat", "score": 4.5}
+
+
+def test_rows_selection_and_limit_stream(tmp_path):
+    rows = [{"instruction": f"i{i}", "output": f"o{i}"} for i in range(50)]
+    for ext in (".jsonl", ".json", ".parquet"):
+        path = write_rows(tmp_path / f"r{ext}", rows)
+        picked = load_file(path, rows=[40, 3, 17])
+        assert [e.meta["row"] for e in picked] == [3, 17, 40]
+        assert [e.messages[0]["content"] for e in picked] == ["i3", "i17", "i40"]
+        assert picked[0].id == "r-3"
+        assert len(load_file(path, limit=7)) == 7
+        it = iter_examples(path)
+        assert next(it).id == "r-0"  # a generator: rows come one at a time
+
+
+def test_load_hf_skips_bad_rows_too(tmp_path, offline_datasets):
+    rows = [{"question": "q0", "answer": "#### 1"}, {"question": "q1", "answer": "no marker ####"},
+            {"question": "q2", "answer": "#### 3"}]
+    path = jsonl(tmp_path, rows, name="m.jsonl")
+    report = LoadReport()
+    examples = load_hf("json", data_files=str(path), on_error="skip", report=report)
+    assert [e.meta["answer"] for e in examples] == ["1", "3"] and report.skipped == {"bad_value": 1}
+    assert "m.jsonl [train] row 1: field 'answer'" in error_of(load_hf, "json", data_files=str(path))

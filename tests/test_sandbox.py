@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from sftmix.evaluate.sandbox import ExecResult, run_many, run_program
+from sftmix.evaluate.sandbox import ExecResult, protections, run_many, run_program
 from sftmix.evaluate.scoring import code_program, load_humaneval
 
 
@@ -30,20 +30,32 @@ def test_syntax_error_fails():
 
 
 @pytest.mark.parametrize(
-    "code",
+    "code, status",
     [
-        "while True:\n    pass\n",  # burns CPU
-        "import time\nwhile True:\n    time.sleep(1)\n",  # idle, only the wall clock stops it
+        ("while True:\n    pass\n", "timeout"),  # burns CPU: CPU time decides
+        ("import time\nwhile True:\n    time.sleep(1)\n", "wall_timeout"),  # idle: only the wall clock stops it
     ],
     ids=["busy", "sleeping"],
 )
-def test_infinite_loop_times_out(code):
-    started = time.monotonic()
+def test_infinite_loop_times_out(code, status):
     result = run_program(code, timeout=1.0)
-    elapsed = time.monotonic() - started
     assert not result.passed
-    assert result.status == "timeout"
-    assert elapsed < 1.0 + 2.0
+    assert result.status == status
+    assert result.wall_timeout == (status == "wall_timeout")
+    # On its own time (wall time less the time it queued for a CPU on a busy machine).
+    assert result.seconds - result.queued_seconds < 1.0 + 1.0
+    assert result.cpu_seconds < 1.0 + 1.0
+    if status == "timeout":
+        assert result.cpu_seconds >= 0.9
+
+
+def test_cpu_time_not_wall_time_decides():
+    # Two CPU-bound programs per core, each needing ~0.6 s of CPU under a 1 s limit: on a loaded machine their
+    # wall time passes the limit, yet none may time out.
+    work = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6:\n    pass\nprint('done')\n"
+    n = 2 * (os.cpu_count() or 1)
+    results = run_many([work] * n, timeout=1.0, workers=n)
+    assert [r.status for r in results] == ["passed"] * n, [(r.status, r.seconds, r.cpu_seconds) for r in results]
 
 
 def test_memory_bomb_does_not_pass():
@@ -114,16 +126,33 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a killed child may linger as a zombie of its new parent
 
 
+def _marked(marker: str) -> list[int]:
+    pids = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if marker.encode() in fh.read() and _alive(int(pid)):
+                    pids.append(int(pid))
+        except (OSError, ValueError):
+            pass
+    return pids
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
-def test_background_processes_are_killed():
-    code = "import subprocess\nproc = subprocess.Popen(['sleep', '30'])\nprint(proc.pid)\n"
+@pytest.mark.parametrize("new_session", [False, True])
+def test_background_processes_are_killed(new_session):
+    # The program's pids are those of its own pid namespace, so look for a marker in the host's process table.
+    marker = f"sftmix-bg-{os.getpid()}-{new_session}"
+    code = (f"import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep 30; : {marker}'], "
+            f"start_new_session={new_session})\nimport time\ntime.sleep(0.2)\nprint('started')\n")
     result = run_program(code)
     assert result.passed, result.stderr
-    pid = int(result.stdout.split()[0])
+    if new_session and not protections()["processes"]:
+        pytest.skip("without a pid namespace a setsid() process escapes the kill")
     deadline = time.monotonic() + 2.0
-    while _alive(pid) and time.monotonic() < deadline:
+    while _marked(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(pid)
+    assert _marked(marker) == []
 
 
 def test_output_flood_is_capped():
@@ -159,3 +188,51 @@ def test_humaneval_canonical_solutions_pass_and_stubs_fail():
         assert result.passed, f"{problem['task_id']}: {result.status}\n{result.stderr}"
     for problem, result in zip(problems, results[10:]):
         assert not result.passed, problem["task_id"]
+
+
+def test_protections_are_reported():
+    found = protections()
+    expected = {"network", "filesystem", "processes", "process_limit", "drop_privileges", "resource_limits",
+                "scrubbed_env", "cpu_time_limit"}
+    assert set(found) == expected
+    assert found["resource_limits"] and found["scrubbed_env"] and found["cpu_time_limit"]
+
+
+@pytest.fixture
+def fallback_sandbox(monkeypatch):
+    from sftmix.evaluate import sandbox
+
+    sandbox._shutdown()
+    monkeypatch.setattr(sandbox, "_mode_for_tests", "fallback")
+    monkeypatch.setattr(sandbox, "_warned", False)
+    yield sandbox
+    sandbox._shutdown()
+
+
+def test_fallback_without_namespaces_still_scores_and_warns_once(fallback_sandbox, caplog):
+    sandbox = fallback_sandbox
+    with caplog.at_level("WARNING", logger="sftmix.evaluate.sandbox"):
+        found = sandbox.protections()
+        results = sandbox.run_many(
+            ["print('ok')\n", "assert False\n", "import os\nos._exit(0)\n", "while True:\n    pass\n",
+             "import time\ntime.sleep(30)\n"],
+            timeout=1.0, workers=3,
+        )
+    assert not found["network"] and not found["filesystem"] and not found["processes"]
+    assert [r.status for r in results] == ["passed", "failed", "failed", "timeout", "wall_timeout"]
+    warnings = [r for r in caplog.records if "WITHOUT" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+    assert "network" in warnings[0].getMessage()
+
+
+def test_a_dead_helper_is_replaced():
+    from sftmix.evaluate import sandbox
+
+    assert run_program("print(1)\n").passed
+    with sandbox._pool_lock:
+        idle = list(sandbox._pool)
+    assert idle
+    for zygote in idle:
+        zygote.proc.kill()
+        zygote.proc.wait()
+    assert run_program("print(2)\n").stdout == "2\n"

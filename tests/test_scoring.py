@@ -24,7 +24,19 @@ from sftmix.evaluate.scoring import (
         ("First 5, then 7.\n#### 19\nThe answer is 20", "19"),
         # \boxed, nested braces and fractions
         ("so the total is \\boxed{42}.", "42"),
-        ("\\boxed{3} no wait \\boxed{x = 5}", "5"),
+        # the FIRST marked answer wins: what follows it (a made-up next problem) cannot overrule it
+        ("\\boxed{3} and then \\boxed{x = 5}", "3"),
+        ("#### 72\n\nQuestion: Sam has 4 pens and buys 11 more. How many?\n#### 15", "72"),
+        ("The answer is 72.\nNext question: 3 + 12 = 15\n#### 15", "72"),
+        ("Step 1: 3 + 4 = 7\nFinal answer: $1,040", "1040"),
+        ("Answer = 42 dollars", "42"),
+        # fractions and units
+        ("\\boxed{x = 5}", "5"),
+        ("The answer is 3/4.", "0.75"),
+        ("each gets 3/4", "0.75"),
+        ("\\boxed{\\dfrac{3}{4}}", "0.75"),
+        ("The answer is 15 km.", "15"),
+        ("#### 2,500.00 dollars", "2500"),
         ("\\boxed{\\frac{1}{2}}", "0.5"),
         ("\\boxed{1,000 \\text{ dollars}}", "1000"),
         ("\\boxed{A} and finally 7", "7"),
@@ -174,3 +186,48 @@ def test_load_humaneval():
     assert load_humaneval(limit=0) == []
     with pytest.raises(ValueError):
         load_humaneval(limit=-1)
+
+
+# ------------------------------------------------------------------------------------------- degenerate output
+
+from sftmix.evaluate.scoring import answer_text, degenerate, majority, strip_echo  # noqa: E402
+
+QUESTION = "Tom has 5 apples. Tom buys 3 more. Then Tom gives 2 to Mia. How many apples does Tom have now?"
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "empty"),
+        ("  \n\t ", "empty"),
+        ("6 " * 40, "repeated"),
+        ("yes yes yes yes yes yes yes yes", "repeated"),
+        ("7 8 7 8 7 8 7 8 7 8 7 8 7 8 7 8", "repeated"),
+        ("pi" * 40, "repeated"),
+        ("6", None),
+        ("yes", None),
+        ("1 + 1 + 1 + 1 + 1 + 1 = 6", None),
+        ("5 + 3 = 8. 8 - 2 = 6.\n#### 6", None),
+    ],
+)
+def test_degenerate(text, reason):
+    assert degenerate(text) == reason
+
+
+def test_strip_echo_blanks_copied_runs_and_keeps_the_rest():
+    assert strip_echo(QUESTION, [QUESTION]).split() == []
+    kept = strip_echo(QUESTION + "\nShe has 5 + 3 - 2 = 6.\n#### 6", [QUESTION])
+    assert kept.split() == "She has 5 + 3 - 2 = 6. #### 6".split()
+    # a short restatement is not an echo
+    assert strip_echo("Tom has 5 apples, so 5 + 3 - 2 = 6.", [QUESTION]) == "Tom has 5 apples, so 5 + 3 - 2 = 6."
+    # an echo of any prompt message counts (few-shot exemplars too), case-insensitively
+    shot = "A box holds 8 crayons and a teacher buys 7 boxes.\n#### 56"
+    assert strip_echo(shot.upper(), [shot, QUESTION]).split() == []
+
+
+def test_answer_text_and_majority():
+    assert answer_text(QUESTION, [QUESTION]) == ("", "echo")
+    assert answer_text("", [QUESTION]) == ("", "empty")
+    assert answer_text("#### 6", [QUESTION]) == ("#### 6", None)
+    assert majority(["3", None, "4", "4", "3"]) == "3"  # tie: the first seen
+    assert majority([None, None]) is None

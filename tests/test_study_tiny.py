@@ -49,15 +49,17 @@ def test_plan_shape(study_file):
     assert len(plan.runs) == 5 and len(plan.stages) == 4
     sizes = sorted(len(s.mixture) for s in plan.stages.values())
     assert sizes == [16, 48, 64, 192]
+    assert [r.label for r in plan.runs] == ["base tiny", "multitask 1/4", "multitask 1", "single math 1/4",
+                                            "single math 1"]
 
 
 def test_run_writes_store_report_and_item_results(finished):
     assert (finished / "report.html").exists() and (finished / "sftmix.db").exists()
     html = (finished / "report.html").read_text()
-    assert "multitask math+code+general 1/4" in html
-    assert db_rows(finished, "SELECT COUNT(*) FROM scores")[0][0] == 5 * 3
+    assert "multitask 1/4" in html
+    # 5 runs: each checkpoint (base + 4 stages) is evaluated once on each of 3 tasks
+    assert db_rows(finished, "SELECT COUNT(*) FROM evals")[0][0] == 5 * 3
     assert db_rows(finished, "SELECT COUNT(*) FROM items")[0][0] == 5 * 3 * 6
-    assert db_rows(finished, "SELECT COUNT(*) FROM runs WHERE status = 'done'")[0][0] == 5
     stages = db_rows(finished, "SELECT info FROM stages WHERE status = 'done'")
     assert len(stages) == 4
     for (info,) in stages:
@@ -68,26 +70,57 @@ def test_run_writes_store_report_and_item_results(finished):
     assert len(manifests) == 4 and json.loads(manifests[0].read_text())["row_ids"]
 
 
-def test_rerun_resumes_without_retraining_and_same_results(finished, study_file, monkeypatch):
-    import sftmix.study.runner as runner
+def scores(out):
+    from sftmix.study.store import Store
 
-    before = db_rows(finished, "SELECT run_id, task, value FROM scores ORDER BY run_id, task")
-    # lose one run's scores and one trained stage, as a kill mid-study would
+    store = Store(out / "sftmix.db")
+    try:
+        return sorted((s["run_id"], s["task"], s["value"]) for s in store.scores(store.meta("run_ids")))
+    finally:
+        store.close()
+
+
+def test_rerun_resumes_without_retraining_and_same_results(finished, study_file, monkeypatch):
+    import sftmix.study.steps as steps
+
+    before = scores(finished)
+    assert len(before) == 5 * 3
+    # lose one checkpoint's evaluations and its trained stage, as a kill mid-study would
     with sqlite3.connect(finished / "sftmix.db") as db:
-        rid = db.execute("SELECT run_id FROM runs WHERE strategy = 'single' ORDER BY amount DESC").fetchone()[0]
-        db.execute("DELETE FROM scores WHERE run_id = ?", (rid,))
-        db.execute("DELETE FROM items WHERE run_id = ?", (rid,))
-        stage = json.loads(db.execute("SELECT stages FROM runs WHERE run_id = ?", (rid,)).fetchone()[0])[-1]
+        rid, stage_ids = db.execute("SELECT run_id, stages FROM runs WHERE strategy = 'single' ORDER BY amount DESC").fetchone()
+        stage = json.loads(stage_ids)[-1]
+        db.execute("DELETE FROM items WHERE eval_id IN (SELECT eval_id FROM evals WHERE checkpoint = ?)", (stage,))
+        db.execute("DELETE FROM evals WHERE checkpoint = ?", (stage,))
     import shutil
 
     shutil.rmtree(finished / "stages" / stage)
     trained = []
-    real = runner.train_stage
-    monkeypatch.setattr(runner, "train_stage", lambda job, progress=True: trained.append(job.stage_id) or real(job, progress))
+    real = steps.train_stage
+    monkeypatch.setattr(steps, "train_stage", lambda job, progress=True: trained.append(job.stage_id) or real(job, progress))
     assert main(["run", str(study_file), f"out_dir={finished}", "--no-progress"]) == 0
     assert trained == [stage]
-    after = db_rows(finished, "SELECT run_id, task, value FROM scores ORDER BY run_id, task")
-    assert after == before  # CPU training and greedy decoding are deterministic
+    assert scores(finished) == before  # CPU training and greedy decoding are deterministic
+
+
+def test_changed_evaluation_settings_are_not_served_from_old_scores(finished, study_file):
+    # Defect: resume reused a score whenever (run, task name) matched, whatever the evaluation settings.
+    from sftmix.study.plan import make_plan
+    from sftmix.study.steps import eval_id
+
+    sf = load_study(study_file, [f"out_dir={finished}"])
+    plan = make_plan(sf)
+    changed = {
+        "limit": ["evaluation.limit=5"],
+        "difficulty": ["evaluation.tasks=[{name: math, params: {difficulty: 2}}, code, general]"],
+        "max_new_tokens": ["evaluation.tasks=[{name: math, max_new_tokens: 32}, code, general]"],
+        "code_timeout": ["evaluation.code_timeout=3"],
+    }
+    base = {t.name: eval_id(plan.runs[0].checkpoint_id, t) for t in plan.tasks}
+    for what, overrides in changed.items():
+        other = make_plan(load_study(study_file, [f"out_dir={finished}", *overrides]))
+        ids = {t.name: eval_id(other.runs[0].checkpoint_id, t) for t in other.tasks}
+        assert ids != base, what
+        assert [r.checkpoint_id for r in other.runs] == [r.checkpoint_id for r in plan.runs]  # training unchanged
 
 
 def test_report_command_rewrites_report(finished, capsys):
@@ -121,8 +154,6 @@ def test_report_keeps_to_the_current_plan(finished, tmp_path):
     store = Store(finished / "sftmix.db")
     try:
         store.add_run("stale", "stale run from an older study", "tiny", "multitask", "math", 0.5, 0, [])
-        store.add_results("stale", "math", "math", "accuracy", [{"item_id": "x", "score": 1.0, "prompt": "p",
-                                                                "prediction": "q", "reference": "r"}], 0.0)
         write_store_report(finished, store)
     finally:
         store.close()

@@ -192,22 +192,42 @@ def load_tokenizer(name: str, chat_template: str = "auto"):
 
 
 def load_model(name: str, dtype: str = "auto", device: str | None = None, adapter: str | Path | None = None,
-               weights: str | Path | None = None, trainable: bool = False):
-    """The base model `name`, or full fine-tuned `weights`, optionally with a LoRA `adapter` on top."""
+               weights: str | Path | None = None, trainable: bool = False, quantize_4bit: bool = False):
+    """The base model `name`, or full fine-tuned `weights`, optionally with a LoRA `adapter` on top.
+
+    quantize_4bit: load the base in NF4 through bitsandbytes (QLoRA); CUDA only."""
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
     device = device or default_device()
     src = str(weights) if weights else model_path(name)
+    kwargs = {"dtype": _dtype(dtype, device)}
+    if quantize_4bit:
+        kwargs.update(quantization_config=_nf4_config(device), device_map={"": device})
     try:
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=_dtype(dtype, device))
+        model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
     except OSError as e:
         raise SftmixError(f"model {name!r}: cannot load weights from {src} ({str(e).splitlines()[0]})") from None
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
-    return model.to(device)
+    return model if quantize_4bit else model.to(device)  # a quantized model is placed by device_map and cannot move
+
+
+def _nf4_config(device: str):
+    import torch
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise SftmixError("finetune: qlora needs bitsandbytes: pip install bitsandbytes (or use finetune: lora)")
+    if not str(device).startswith("cuda"):
+        raise SftmixError("finetune: qlora needs a CUDA GPU (bitsandbytes 4-bit); on CPU use finetune: lora")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16,
+    )
 
 
 def stop_token_ids(tok) -> list[int]:
@@ -217,3 +237,47 @@ def stop_token_ids(tok) -> list[int]:
         if isinstance(i, int) and i != tok.unk_token_id and i >= 0:
             ids.add(i)
     return sorted(i for i in ids if i is not None)
+
+
+# ------------------------------------------------------------------------------------------------- identity
+
+_BIG_FILE = 16 * 1024 * 1024
+
+
+def _file_digest(path: Path) -> str:
+    """Whole content for small files; for big weight files, size plus the first and last 4 MiB (hashing several GB
+    on every `sftmix plan` would cost minutes; any re-save or re-quantisation changes both ends)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if size <= _BIG_FILE:
+            h.update(f.read())
+        else:
+            h.update(str(size).encode())
+            h.update(f.read(4 << 20))
+            f.seek(size - (4 << 20))
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(name: str, revision: str | None = None, dtype: str = "auto", device: str | None = None) -> dict:
+    """What a stage starts from, for its content address: the built-in model's recipe version (and the GGUF file it
+    is converted from), a local directory's content, or an HF id with its revision; plus the dtype `auto` resolves
+    to on this device (bf16 on CUDA, fp32 on CPU)."""
+    device = device or default_device()
+    out: dict = {"name": name, "dtype": str(_dtype(dtype, device)).replace("torch.", "")}
+    if name == "tiny":
+        out["builtin"] = BUILDERS[name][0]
+    elif name == "smollm2-135m-instruct":
+        f = _smollm2_gguf()
+        out["builtin"] = BUILDERS[name][0]
+        out["gguf"] = {"file": f.name, "digest": _file_digest(f)}
+    elif Path(name).is_dir():
+        root = Path(name)
+        out["name"] = str(root.resolve())
+        out["files"] = {str(p.relative_to(root)): _file_digest(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    else:
+        out["revision"] = revision or "main"
+    return out

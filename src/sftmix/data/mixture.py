@@ -2,6 +2,8 @@
 
 Sampling is nested: every source has one seeded permutation and an amount takes a prefix of it, so each point of a
 scaling curve is a superset of the one before and differences between points come from data, not from a new draw.
+An amount above a source's size repeats whole passes (upsampling, only when the source allows it); pass p > 0 is
+its own seeded shuffle, and the repeats are counted in the manifest.
 """
 
 from __future__ import annotations
@@ -11,30 +13,27 @@ import json
 import random
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Callable
 
+from ..errors import DataError
 from .example import Example
 
 
-def permutation(n: int, seed: int, source: str) -> list[int]:
-    # The source name is part of the seed so that two sources of equal size are not shuffled identically.
-    rng = random.Random(f"{seed}:{source}")
+def permutation(n: int, seed: int, source: str, npass: int = 0) -> list[int]:
+    # The source name is part of the seed so that two sources of equal size are not shuffled identically; the pass
+    # number is a separate field of the seed string, so no (seed, pass) pair can collide with another.
+    rng = random.Random(f"{seed}:{source}" if npass == 0 else f"{seed}:{source}:pass:{npass}")
     order = list(range(n))
     rng.shuffle(order)
     return order
-
-
-def rows_for(amount: float, unit: str, size: int) -> int:
-    if unit == "fraction":
-        return int(round(amount * size))
-    if unit == "count":
-        return int(amount)
-    raise ValueError(f"unknown amount unit {unit!r}")
 
 
 def amount_label(amount: float, unit: str = "fraction") -> str:
     """1/16 reads better than 0.0625 for the power-of-two fractions studies use."""
     if unit == "count":
         return f"{int(amount)} rows"
+    if unit == "tokens":
+        return f"{int(amount):,} tokens"
     f = Fraction(amount).limit_denominator(4096)
     power_of_two = f.denominator & (f.denominator - 1) == 0
     if 0 < amount < 1 and abs(float(f) - amount) < 1e-9 and (f.numerator == 1 or power_of_two):
@@ -42,17 +41,63 @@ def amount_label(amount: float, unit: str = "fraction") -> str:
     return f"{amount:g}"
 
 
-def nested_take(examples: list[Example], amount: float, unit: str, seed: int, source: str) -> list[Example]:
-    """The first rows of the source's seeded permutation; above the source's size it repeats whole passes (upsampling),
-    each pass reshuffled with the pass number so repeats are not in lockstep."""
-    k = rows_for(amount, unit, len(examples))
-    out: list[Example] = []
-    epoch = 0
-    while len(out) < k:
-        order = permutation(len(examples), seed + epoch, source) if epoch else permutation(len(examples), seed, source)
-        out.extend(examples[i] for i in order[: k - len(out)])
-        epoch += 1
-    return out
+def _order(n: int, k: int, seed: int, source: str):
+    """Indices of the first k rows of the source's sampling order: pass 0, then reshuffled passes."""
+    npass = 0
+    while k > 0:
+        order = permutation(n, seed, source, npass)
+        yield from order[:k]
+        k -= len(order[:k])
+        npass += 1
+
+
+def take(examples: list[Example], part, seed: int, upsample: bool = False,
+         count_tokens: Callable[[Example], int] | None = None) -> list[Example]:
+    """The rows of `part` (a strategies.Part): a prefix of the source's seeded order."""
+    n = len(examples)
+    where = f"source {part.source!r}"
+    if part.amount < 0:
+        raise DataError(f"{where}: amount must be >= 0, got {part.amount:g}")
+    if part.amount == 0:
+        return []
+    if part.unit == "tokens":
+        if count_tokens is None:
+            raise DataError(f"{where}: a token budget needs the model's tokenizer")
+        out, used, budget = [], 0, int(part.amount)
+        for i in _order(n, n * (64 if upsample else 1), seed, part.source):
+            t = count_tokens(examples[i])
+            if used + t > budget:
+                break
+            out.append(examples[i])
+            used += t
+        else:
+            if not upsample or used < budget:
+                raise DataError(f"{where}: a budget of {budget:,} tokens is more than the source holds ({used:,} "
+                                f"tokens in {n} rows); set upsample: true on the source to repeat rows")
+        if not out:
+            raise DataError(f"{where}: a budget of {budget:,} tokens is smaller than its first row")
+        return out
+    if part.unit == "fraction":
+        k = int(round(part.amount * n))
+        asked = f"fraction {amount_label(part.amount)} of {n} rows"
+    elif part.unit == "count":
+        k = int(round(part.amount))
+        asked = f"{k} rows"
+    else:
+        raise DataError(f"{where}: unknown amount unit {part.unit!r}; expected fraction, count or tokens")
+    if k == 0:
+        raise DataError(f"{where}: {asked} rounds to 0 rows; use a larger amount (or a count)")
+    if k > n and not upsample:
+        raise DataError(f"{where}: {asked} is more than the source's {n} rows; set upsample: true on the source "
+                        "to repeat rows")
+    return [examples[i] for i in _order(n, k, seed, part.source)]
+
+
+def nested_take(examples: list[Example], amount: float, unit: str, seed: int, source: str,
+                upsample: bool = True) -> list[Example]:
+    from ..train.strategies import Part
+
+    return take(examples, Part(source, amount, unit), seed, upsample=upsample)
 
 
 @dataclass
@@ -68,22 +113,35 @@ class Mixture:
         return len(self.examples)
 
 
-def build_mixture(parts, sources: dict[str, list[Example]], unit: str, seed: int) -> Mixture:
-    """`parts`: iterable of objects with `.source` and `.amount`."""
+def build_mixture(parts, sources: dict[str, list[Example]], seed: int, upsample: set[str] | None = None,
+                  count_tokens: Callable[[Example], int] | None = None, prep: dict | None = None) -> Mixture:
+    """`parts`: strategies.Part objects; one source may appear in several parts (e.g. DMT's replay of stage-1 data
+    is a prefix of the same rows): the rows of all its parts are merged as their union's largest prefix.
+    `prep` (source -> what loading, filters, dedup and decontamination did) is copied into the manifest."""
+    upsample = upsample or set()
+    by_source: dict[str, list] = {}
+    for part in parts:
+        by_source.setdefault(part.source, []).append(part)
     examples: list[Example] = []
     per_source = {}
-    for part in parts:
-        rows = nested_take(sources[part.source], part.amount, unit, seed, part.source)
+    for name, ps in by_source.items():
+        # Parts of one source are prefixes of one order, so the largest contains the others.
+        rows = max((take(sources[name], p, seed, name in upsample, count_tokens) for p in ps), key=len)
         ids = [e.id for e in rows]
-        per_source[part.source] = {
-            "amount": part.amount,
-            "unit": unit,
+        info = {
+            "amount": ps[0].amount if len(ps) == 1 else max(p.amount for p in ps),
+            "unit": ps[0].unit,
             "rows": len(rows),
             "unique_rows": len(set(ids)),
             "repeated_rows": len(rows) - len(set(ids)),
-            "source_rows": len(sources[part.source]),
+            "source_rows": len(sources[name]),
             "chars": sum(len(m["content"]) for e in rows for m in e.messages),
         }
+        if count_tokens is not None:
+            info["tokens"] = sum(count_tokens(e) for e in rows)
+        if prep and name in prep:
+            info["prep"] = prep[name]
+        per_source[name] = info
         examples.extend(rows)
     digest = hashlib.sha256()
     for e in examples:

@@ -3,6 +3,8 @@
 The same registry serves two purposes: `describe` writes the instruction sentence that goes into a prompt and
 `check` decides whether a response obeys it, so the wording a model is trained on and the rule it is scored by
 cannot drift apart. Checks are deliberately mechanical (regexes, no NLP models) so that scores are reproducible.
+The `general` task scores replies with them the way IFEval is scored (strict and loose, prompt and instruction
+level, nothing for an empty, looped or echoed reply): see `instructions/score.py`.
 """
 
 from __future__ import annotations
@@ -149,7 +151,8 @@ KINDS: dict[str, Kind] = {
     ),
     "title": Kind(
         lambda c, t: _has_title(t),
-        lambda c: "Your answer must contain a title, wrapped in double angular brackets, such as <<a short title>>.",
+        # No example title in the wording: a reply that copied "<<an example>>" from its prompt would pass.
+        lambda c: "Your answer must contain a title of your own, wrapped in double angular brackets.",
     ),
     "quoted": Kind(
         lambda c, t: len(t) >= 2 and t[0] == '"' and t[-1] == '"',

@@ -1,7 +1,12 @@
-"""Scoring helpers: numeric answers for math, programs for code, pass@k.
+"""Scoring helpers: answer extraction for math and reasoning, guards against degenerate output, programs for code,
+pass@k.
 
-Nothing here executes model output; programs built by :func:`code_program`
-are meant to be run by :mod:`sftmix.evaluate.sandbox`.
+Nothing here executes model output; programs built by :func:`code_program` and :func:`mbpp_program` are meant to be
+run by :mod:`sftmix.evaluate.sandbox`.
+
+Degenerate output must not score: an empty reply, the prompt echoed back and a reply that repeats one token are
+worth nothing whatever numbers or words they happen to contain. :func:`strip_echo` removes text copied from the
+prompt before any answer is looked for, and :func:`degenerate` names replies that are not answers at all.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import gzip
 import importlib
 import json
 import re
+from collections import Counter
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -26,7 +32,16 @@ _NUMBER = re.compile(
 # "####" only counts as the answer marker when a number follows it: markdown
 # headings ("#### Step 1") are common in chat-model output.
 _HASH_MARKER = re.compile(r"####\s*(?=[-$.\d])")
+# "The answer is 12", "Final answer: 12", "Answer = 12" (the phrase models are prompted to end with).
+_ANSWER_MARKER = re.compile(r"\b(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*", re.IGNORECASE)
+_BOXED = re.compile(r"\\boxed\s*\{")
 _FRAC = re.compile(r"^\s*(?P<sign>-)?\\[dt]?frac\{\s*(?P<a>[-\d.,]+)\s*\}\{\s*(?P<b>[-\d.,]+)\s*\}")
+# A plain fraction answer such as "3/4" (not a date or a ratio inside a sentence: only as the whole segment start).
+_INLINE_FRAC = re.compile(r"(?<![\w./])(?P<sign>-)?(?P<a>\d+)\s*/\s*(?P<b>\d+)(?![\d/])")
+_SLASH_FRAC = re.compile(r"^\s*(?P<sign>-)?(?P<a>\d+)\s*/\s*(?P<b>\d+)(?![\d/])")
+# End of an answer phrase: a newline, or a full stop that is not a decimal point.
+_PHRASE_END = re.compile(r"\n|\.(?!\d)")
+_TOKEN = re.compile(r"\S+")
 
 
 def _normalize(sign: str | None, digits: str) -> str | None:
@@ -47,28 +62,35 @@ def _format_decimal(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+def _ratio(sign: str | None, a: str, b: str) -> str | None:
+    try:
+        num, den = Decimal(a.replace(",", "")), Decimal(b.replace(",", ""))
+    except InvalidOperation:
+        return None
+    if den == 0:
+        return None
+    value = num / den
+    return _format_decimal(-value if sign else value)
+
+
 def _first_number(segment: str) -> str | None:
     # After "=", the right-hand side is the answer: "x = 5", "x_1 = 5".
     if "=" in segment:
         segment = segment.rsplit("=", 1)[1]
-    frac = _FRAC.match(segment)
-    if frac:
-        try:
-            a = Decimal(frac["a"].replace(",", ""))
-            b = Decimal(frac["b"].replace(",", ""))
-            if b != 0:
-                value = a / b
-                return _format_decimal(-value if frac["sign"] else value)
-        except InvalidOperation:
-            pass
+    for pattern in (_FRAC, _SLASH_FRAC):
+        frac = pattern.match(segment)
+        if frac:
+            found = _ratio(frac["sign"], frac["a"], frac["b"])
+            if found is not None:
+                return found
     match = _NUMBER.search(segment)
     return _normalize(match["sign"], match["num"]) if match else None
 
 
-def _boxed_contents(text: str) -> list[str]:
-    """Contents of every \\boxed{...}, braces matched; an unclosed one runs to the end."""
+def _boxed_contents(text: str) -> list[tuple[int, str]]:
+    """(position, contents) of every \\boxed{...}, braces matched; an unclosed one runs to the end."""
     contents = []
-    for match in re.finditer(r"\\boxed\s*\{", text):
+    for match in _BOXED.finditer(text):
         depth, start = 1, match.end()
         i = start
         while i < len(text) and depth:
@@ -77,31 +99,55 @@ def _boxed_contents(text: str) -> list[str]:
             elif text[i] == "}":
                 depth -= 1
             i += 1
-        contents.append(text[start : i - 1] if depth == 0 else text[start:])
+        contents.append((match.start(), text[start : i - 1] if depth == 0 else text[start:]))
     return contents
 
 
-def extract_number(text: str) -> str | None:
-    """The final numeric answer in ``text``, normalized ("1,234.0" -> "1234"), or None.
+def _phrase(text: str, start: int) -> str:
+    end = _PHRASE_END.search(text, start)
+    return text[start : end.start() if end else len(text)]
 
-    Precedence: the number after the last "####"; else the last \\boxed{...}
-    that holds a number; else the last number anywhere in the text.
+
+def marked_answers(text: str) -> list[tuple[int, str]]:
+    """(position, text) of every explicitly marked final answer, in order of position: the rest of the line after
+    "####", the contents of \\boxed{}, and the phrase after "the answer is" / "answer:"."""
+    found = [(m.start(), text[m.end() :].split("\n", 1)[0]) for m in _HASH_MARKER.finditer(text)]
+    found += _boxed_contents(text)
+    found += [(m.start(), _phrase(text, m.end())) for m in _ANSWER_MARKER.finditer(text)]
+    return sorted(found, key=lambda f: f[0])
+
+
+def extract_number(text: str) -> str | None:
+    """The final numeric answer in ``text``, normalized ("1,234.0" -> "1234", "3/4" -> "0.75"), or None.
+
+    The FIRST explicitly marked answer that holds a number wins ("#### 12", "\\boxed{12}", "The answer is 12"):
+    a model that answers and then rambles on into a made-up follow-on problem is judged on its answer, not on the
+    follow-on's. Without any marked answer, the last number in the text is taken.
     """
     if not text:
         return None
-    markers = list(_HASH_MARKER.finditer(text))
-    if markers:
-        found = _first_number(text[markers[-1].end() :].split("\n", 1)[0])
-        if found is not None:
-            return found
-    for content in reversed(_boxed_contents(text)):
-        found = _first_number(content)
+    for _, segment in marked_answers(text):
+        found = _first_number(segment)
         if found is not None:
             return found
     last = None
     for last in _NUMBER.finditer(text):
         pass
-    return _normalize(last["sign"], last["num"]) if last else None
+    if last is None:
+        return None
+    frac = None
+    for frac in _INLINE_FRAC.finditer(text):
+        pass
+    if frac is not None and frac.end() == last.end():  # "... so each gets 3/4" is 0.75, not 4
+        return _ratio(frac["sign"], frac["a"], frac["b"])
+    return _normalize(last["sign"], last["num"])
+
+
+def numbers_equal(predicted: str | None, reference: str | None) -> bool:
+    if predicted is None or reference is None:
+        return False
+    # Decimal keeps large integers exact, where floats would round.
+    return abs(Decimal(predicted) - Decimal(reference)) <= Decimal("1e-6")
 
 
 def math_correct(completion: str, answer: str) -> bool:
@@ -109,13 +155,87 @@ def math_correct(completion: str, answer: str) -> bool:
 
     ``answer`` may be a bare number ("19"), "#### 19", or a full GSM8K solution.
     """
-    predicted = extract_number(completion)
-    reference = extract_number(answer)
-    if predicted is None or reference is None:
-        return False
-    # Decimal keeps large integers exact, where floats would round.
-    return abs(Decimal(predicted) - Decimal(reference)) <= Decimal("1e-6")
+    return numbers_equal(extract_number(completion), extract_number(answer))
 
+
+# ------------------------------------------------------------------------------------------- degenerate output
+
+
+def degenerate(text: str) -> str | None:
+    """Why ``text`` is not an answer at all ("empty", "repeated"), or None when it may be one.
+
+    A reply whose tokens are mostly one token ("7 7 7 7 ...", "yes yes yes ...") or that cycles through at most
+    three tokens is a decoding loop, not an answer, even when the looped token is the right one.
+    """
+    stripped = text.strip() if text else ""
+    if not stripped:
+        return "empty"
+    tokens = [t.lower() for t in _TOKEN.findall(stripped)]
+    if len(tokens) >= 8 and Counter(tokens).most_common(1)[0][1] >= 0.6 * len(tokens):
+        return "repeated"
+    if len(tokens) >= 16 and len(set(tokens)) <= 3:
+        return "repeated"
+    if len(tokens) == 1 and len(stripped) >= 32 and len(set(stripped)) <= 3:
+        return "repeated"  # one character or two, looped without spaces
+    return None
+
+
+def strip_echo(text: str, prompts: list[str], window: int = 8) -> str:
+    """``text`` with every run of at least ``window`` whitespace-separated tokens copied from one of ``prompts``
+    blanked out, so that numbers and words the model merely echoed cannot count as its answer.
+
+    Restating a clause of the question is harmless (it holds no answer); a reply that is the question, or a
+    few-shot exemplar, copied back keeps nothing. Prompts shorter than ``window`` tokens are matched whole
+    (down to 4 tokens; shorter ones are too short to tell an echo from an answer).
+    """
+    grams: set[tuple[str, ...]] = set()
+    sizes = set()
+    for p in prompts:
+        toks = [t.lower() for t in _TOKEN.findall(p or "")]
+        w = min(window, len(toks))
+        if w < 4:
+            continue
+        sizes.add(w)
+        grams.update(tuple(toks[i : i + w]) for i in range(len(toks) - w + 1))
+    if not grams or not text:
+        return text or ""
+    matches = list(_TOKEN.finditer(text))
+    toks = [m.group().lower() for m in matches]
+    echoed = [False] * len(toks)
+    for w in sizes:
+        for i in range(len(toks) - w + 1):
+            if tuple(toks[i : i + w]) in grams:
+                echoed[i : i + w] = [True] * w
+    if not any(echoed):
+        return text
+    out, pos = [], 0
+    for m, e in zip(matches, echoed):
+        out.append(text[pos : m.start()])
+        if not e:
+            out.append(m.group())
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def answer_text(completion: str, prompts: list[str]) -> tuple[str, str | None]:
+    """The part of a completion that may hold an answer, and why it holds none ("empty", "repeated", "echo")."""
+    reason = degenerate(completion)
+    if reason:
+        return "", reason
+    rest = strip_echo(completion, prompts)
+    if not rest.strip():
+        return "", "echo"
+    return rest, None
+
+
+def majority(answers: list[str | None]) -> str | None:
+    """The most frequent non-None answer (maj@k); ties go to the answer seen first."""
+    counts = Counter(a for a in answers if a is not None)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+# ------------------------------------------------------------------------------------------------------ code
 
 # An opening fence with its info string, then everything up to the closing
 # fence or, for a truncated generation, the end of the text.
@@ -161,6 +281,16 @@ def code_program(meta: dict, completion: str) -> str:
     entry_point = meta["entry_point"]
     code = extract_code(completion, meta["prompt"], entry_point)
     return code + "\n\n" + meta["test"] + f"\n\ncheck({entry_point})\n"
+
+
+def mbpp_program(meta: dict, completion: str) -> str:
+    """An MBPP-style program: the completion's code (its first ```python block, else the raw text), the task's
+    setup code, then its asserts. A reply that only echoes the prompt's tests fails: the function is missing."""
+    code = _fenced_block(completion)
+    if code is None:
+        code = completion
+    setup = meta.get("test_setup_code") or ""
+    return code + "\n\n" + setup + "\n" + "\n".join(meta["test_list"]) + "\n"
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

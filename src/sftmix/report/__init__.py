@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from . import html as _html
-from .plots import ability_scores, scaling_png
+from .plots import ability_scores, forgetting_png, loss_curves_png, scaling_png
 
 __all__ = ["write_report"]
 
@@ -52,8 +52,34 @@ def _scores_csv(scores: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_report(out_dir: str | Path, scores: list[dict], items: list[dict], study: dict) -> Path:
-    """Write the study report under `out_dir` and return the path of report.html."""
+def _sections(out: Path, stages: list[dict], stage_scores: list[dict]) -> list[dict]:
+    """Figures beyond the scaling curves: training loss of every stage, and forgetting across stages."""
+    sections = []
+    trained = [s for s in stages if (s.get("info") or {}).get("loss")]
+    if trained:
+        png = loss_curves_png(trained)
+        atomic_write(out / "figures" / "loss_curves.png", png)
+        sections.append({"id": "loss", "title": "Training loss", "note": "Loss per optimizer step of every trained "
+                         "stage (moving average over a tenth of its steps).",
+                         "figures": [{"b64": base64.b64encode(png).decode(), "alt": "training loss curves"}]})
+    multi = [r for r in stage_scores if r.get("stages", 1) > 1]
+    if multi:
+        figs = []
+        for ability in sorted({r["ability"] for r in multi}):
+            rows = [r for r in multi if r["ability"] == ability]
+            png = forgetting_png(rows, ability)
+            atomic_write(out / "figures" / f"forgetting_{_slug(ability)}.png", png)
+            figs.append({"b64": base64.b64encode(png).decode(), "alt": f"{ability} after each stage"})
+        sections.append({"id": "forgetting", "title": "Forgetting across stages", "note": "Each ability's score "
+                         "before SFT and after every stage of the multi-stage runs.", "figures": figs})
+    return sections
+
+
+def write_report(out_dir: str | Path, scores: list[dict], items: list[dict], study: dict,
+                 stages: list[dict] | None = None, stage_scores: list[dict] | None = None) -> Path:
+    """Write the study report under `out_dir` and return the path of report.html. `stages` (store rows, `info`
+    parsed) draw the loss curves; `stage_scores` (scores with `stage_index` and `stages`, the run's stage count)
+    draw forgetting."""
     scores = _normalise(scores)
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -78,7 +104,8 @@ def write_report(out_dir: str | Path, scores: list[dict], items: list[dict], stu
         name=str(study.get("name") or "sftmix study"), description=study.get("description") or "",
         output_dir=str(study.get("output_dir") or ""), config_yaml=study.get("config_yaml") or "",
         header=header, figures=figures, columns=columns, rows=rows, best=best,
-        samples=_html.pick_samples(scores, items or []))
+        samples=_html.pick_samples(scores, items or []),
+        sections=_sections(out, stages or [], stage_scores or []))
     # written last: a report.html on disk means every other file of this report is in place
     path = out / "report.html"
     atomic_write(path, page)

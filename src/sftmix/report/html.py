@@ -169,6 +169,10 @@ dashed lines are the base models. Abilities with several tasks show their mean.<
 <img class="fig" src="data:image/png;base64,{{ f.b64 }}" alt="scaling curve for {{ f.ability }}"></section>
 {% endfor %}
 
+{% for sec in sections %}<h2 id="{{ sec.id }}">{{ sec.title }}</h2><p class="meta">{{ sec.note }}</p>
+{% for f in sec.figures %}<img class="fig" src="data:image/png;base64,{{ f.b64 }}" alt="{{ f.alt }}">{% endfor %}
+{% endfor %}
+
 <h2 id="results">Results (%)</h2>
 <p class="meta">Best value per column in bold.</p>
 <div class="scroll"><table>

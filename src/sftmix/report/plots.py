@@ -105,3 +105,59 @@ def scaling_png(runs: list[dict], ability: str) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def loss_curves_png(stages: list[dict]) -> bytes:
+    """Training loss per optimizer step of every stage (`stages`: store rows with `info` parsed), smoothed over a
+    window of a tenth of the steps so the trend reads through the step-to-step noise."""
+    fig = Figure(figsize=(7.0, 4.2), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, st in enumerate(stages):
+        loss = [x for x in (st.get("info") or {}).get("loss") or [] if x is not None]
+        if not loss:
+            continue
+        w = max(1, len(loss) // 10)
+        smooth = np.convolve(loss, np.ones(w) / w, mode="valid") if len(loss) > w else np.asarray(loss)
+        ax.plot(np.arange(len(smooth)) + w, smooth, color=f"C{i % 10}", linewidth=1.4,
+                label=f"{st['name']} ({st['stage_id'][:8]})")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (assistant tokens)")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    n = len(ax.get_legend_handles_labels()[0])
+    if n > 8:
+        fig.set_figwidth(10.0)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    elif n:
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def forgetting_png(rows: list[dict], ability: str) -> bytes:
+    """Score of one ability after every stage (0 = before SFT) of each multi-stage run: what later stages forget."""
+    fig = Figure(figsize=(7.0, 4.2), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    by_run: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_run[r["label"]][int(r["stage_index"])].append(r["value"])
+    top = 0
+    for i, (label, pts) in enumerate(sorted(by_run.items())):
+        xs = sorted(pts)
+        top = max(top, xs[-1])
+        ax.plot(xs, [np.mean(_finite(pts[x]) or [math.nan]) for x in xs], marker="o", color=f"C{i % 10}", label=label)
+    ax.set_xticks(range(top + 1), labels=["base"] + [f"after stage {k}" for k in range(1, top + 1)])
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+    ax.set_title(f"{ability} after each stage")
+    ax.set_ylabel("score")
+    ax.grid(True, alpha=0.3)
+    if by_run:
+        ax.legend(fontsize=8)
+    return _png(fig)

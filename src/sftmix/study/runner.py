@@ -1,5 +1,5 @@
-"""Run a planned study: train every stage that is not on disk yet, evaluate every run on every task it lacks, store
-item-level results, write the report. Rerunning a killed study redoes only what did not finish.
+"""Run a planned study: record the plan in the store, hand the work to the executor, write the report. Rerunning a
+killed study redoes only what did not finish.
 """
 
 from __future__ import annotations
@@ -10,115 +10,36 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from ..config import StudyFile, output_dir
-from ..evaluate.tasks import Task, make_task
-from ..train.trainer import StageJob, stage_done, train_stage
-from .plan import Plan, Run, make_plan
+from ..evaluate.tasks import Task
+from .plan import Plan, build_tasks, make_plan  # noqa: F401  (build_tasks: used by `sftmix eval` and tests)
+from .steps import esc, eval_id, log, score_rows, stage_dir, task_key, wanted_evals
 from .store import Store
 
 
-def esc(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(str(text))
-
-
-def log(msg: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False).print(msg)
-
-
-def build_tasks(sf: StudyFile) -> list[Task]:
-    s = sf.study
-    tasks = []
-    for t in s.evaluation.tasks:
-        params = dict(t.params)
-        # A built-in task evaluates at the difficulty its built-in source was trained at, unless told otherwise.
-        for src in s.sources.values():
-            if src.builtin == t.name:
-                params.setdefault("difficulty", src.difficulty)
-        if t.name in ("code", "humaneval"):
-            params.setdefault("timeout", s.evaluation.code_timeout)
-        if "path" in params:
-            from ..config import resolve_path
-
-            params["path"] = str(resolve_path(sf, params["path"]))
-        tasks.append(make_task(t.name, limit=t.limit or s.evaluation.limit, max_new_tokens=t.max_new_tokens, **params))
-    return tasks
-
-
-def evaluate_model(model, tok, tasks: list[Task], store: Store, run_id: str, batch_size: int, progress: bool = True) -> dict:
-    """Generate and score every task `run_id` has no score for yet; returns {task: score}."""
-    from ..evaluate.generate import generate
+def evaluate_model(model, tok, tasks: list[Task], store: Store, run_id: str, batch_size: int,
+                   progress: bool = True) -> dict:
+    """`sftmix eval`: evaluate one loaded model as checkpoint `run_id` on every task it lacks; {task: value}."""
+    from .steps import generate_for
 
     out = {}
+    wanted = store.meta("evals", {})
     for task in tasks:
-        if store.has_score(run_id, task.name):
+        eid = eval_id(run_id, task)
+        wanted.setdefault(run_id, {})[task.name] = {0: eid}
+        if store.has_eval(eid):
             continue
         t0 = time.time()
-        convs = [e.prompt_messages for e in task.items]
-        completions = generate(model, tok, convs, task.max_new_tokens, batch_size, progress, desc=f"eval {task.name}")
-        scored = task.score(task.items, completions)
-        rows = [
-            {
-                "item_id": e.id, "score": r["score"], "prompt": e.prompt_messages[-1]["content"], "prediction": c,
-                "reference": str(e.meta.get("answer") or e.response or e.meta.get("canonical_solution", "")),
-                "details": {k: v for k, v in r.items() if k != "score"},
-            }
-            for e, c, r in zip(task.items, completions, scored)
-        ]
-        out[task.name] = store.add_results(run_id, task.name, task.ability, task.metric, rows, time.time() - t0)
+        rows, summary = score_rows(task, generate_for(model, tok, task, batch_size, progress))
+        out[task.name] = store.add_eval(eid, run_id, task, task_key(task), rows, summary, time.time() - t0)
+    store.set_meta("evals", wanted)
     return out
 
 
-def stage_dir(out: Path, stage_id: str) -> Path:
-    return out / "stages" / stage_id
-
-
-def ensure_stage(plan: Plan, stage, out: Path, store: Store, progress: bool) -> None:
-    d = stage_dir(out, stage.stage_id)
-    info = stage_done(d)
-    if info is None:
-        parent = str(stage_dir(out, stage.parent_id)) if stage.parent_id else None
-        job = StageJob(stage.stage_id, stage.model, stage.mixture.examples, stage.training, stage.seed, parent, str(d))
-        log(f"[bold]train[/] stage {stage.stage_id[:8]} ({esc(stage.name)}, {len(stage.mixture)} rows) on {esc(stage.model.name)}")
-        info = train_stage(job, progress=progress)
-        log(f"  {info['train_tokens']} tokens in {info['seconds']:.0f}s, loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
-    store.finish_stage(stage.stage_id, info)
-
-
-def load_run_model(run: Run, out: Path):
-    from ..models import load_model, load_tokenizer
-
-    m = run.model
-    tok = load_tokenizer(m.name, m.chat_template)
-    ck = run.checkpoint
-    if ck is None:
-        return load_model(m.name, m.dtype), tok
-    d = stage_dir(out, ck.stage_id)
-    if m.finetune == "full":
-        return load_model(m.name, m.dtype, weights=d / "model"), tok
-    return load_model(m.name, m.dtype, adapter=d / "adapter"), tok
-
-
-def _write_json(path: Path, obj) -> None:
-    atomic_write(path, json.dumps(obj, indent=1, default=str))
-
-
 def effective_yaml(sf: StudyFile) -> str:
-    """The study as run (overrides applied, file paths absolute): `sftmix run OUT/study.yaml` runs it again."""
+    """The study as run (overrides applied, paths absolute): `sftmix run OUT/study.yaml` runs it again."""
     import yaml
 
-    from ..config import resolve_path
-
-    data = sf.study.model_dump(mode="json")
-    for name, src in sf.study.sources.items():
-        if src.path:
-            data["sources"][name]["path"] = str(resolve_path(sf, src.path).resolve())
-    for t, cfg in zip(data["evaluation"]["tasks"], sf.study.evaluation.tasks):
-        if "path" in cfg.params:
-            t["params"]["path"] = str(resolve_path(sf, cfg.params["path"]).resolve())
-    return yaml.safe_dump(data, sort_keys=False)
+    return yaml.safe_dump(sf.study.model_dump(mode="json"), sort_keys=False)
 
 
 def write_store_report(out: Path, store: Store) -> Path:
@@ -126,62 +47,117 @@ def write_store_report(out: Path, store: Store) -> Path:
     from ..report import write_report
 
     run_ids = store.meta("run_ids")
-    scores = store.scores(run_ids)
+    all_scores = store.scores(run_ids)
+    scores = [s for s in all_scores if s["final"]]
     if not scores:
         raise SftmixError(f"{store.path}: the store has no scores yet")
     study_yaml = out / "study.yaml"
     study = store.meta("study") or {}
-    return write_report(out, scores, store.items(), {
+    items = [{**it, "run_id": s["run_id"], "task": s["task"]} for s in scores for it in store.items(s["eval_id"])]
+    return write_report(out, scores, items, {
         "name": store.meta("name", out.name), "description": study.get("description", ""), "output_dir": str(out),
         "config_yaml": study_yaml.read_text() if study_yaml.exists() else "",
-    })
+    }, stages=_stage_rows(store, run_ids), stage_scores=_stage_scores(all_scores, store, run_ids))
 
 
-def run_study(sf: StudyFile, out: Path | None = None, progress: bool = True) -> Path:
+def _stage_rows(store: Store, run_ids: list[str]) -> list[dict]:
+    used = {sid for r in store.runs(run_ids) for sid in r["stages"]}
+    out = []
+    for st in store.stages():
+        if st["stage_id"] in used and st["info"]:
+            out.append({**st, "info": json.loads(st["info"])})
+    return out
+
+
+def _stage_scores(scores: list[dict], store: Store, run_ids: list[str]) -> list[dict]:
+    """Per-stage scores of multi-stage runs (forgetting), with the base model's as stage 0."""
+    n_stages = {r["run_id"]: len(r["stages"]) for r in store.runs(run_ids)}
+    return [{**s, "stages": n_stages[s["run_id"]]} for s in scores if n_stages.get(s["run_id"], 0) > 1]
+
+
+def record_plan(plan: Plan, sf: StudyFile, out: Path, store: Store) -> None:
+    store.set_meta("study", sf.study.model_dump(mode="json"))
+    store.set_meta("name", sf.study.name)
+    # The report shows this plan's runs and evaluations only, even if an earlier study wrote into the same directory.
+    store.set_meta("run_ids", [r.run_id for r in plan.runs])
+    store.set_meta("evals", wanted_evals(plan))
+    atomic_write(out / "study.yaml", effective_yaml(sf))
+    for st in plan.stages.values():
+        manifest = {k: v for k, v in st.mixture.manifest.items() if k != "row_ids"}
+        store.add_stage(st.stage_id, st.parent_id, st.model.name, st.name, st.mixture.hash, manifest, st.hparams,
+                        str(stage_dir(out, st.stage_id)))
+        path = out / "mixtures" / f"{st.mixture.hash}.json"
+        if not path.exists():
+            atomic_write(path, json.dumps(st.mixture.manifest, indent=1, default=str))
+    for r in plan.runs:
+        store.add_run(r.run_id, r.label, r.model.name, r.strategy, "+".join(r.sources), r.amount, r.seed,
+                      [s.stage_id for s in r.stages], r.axis, r.cell, r.params, r.base_id)
+
+
+def apply_force(plan: Plan, out: Path, store: Store, force: list[str]) -> None:
+    """Forget finished work so it is recomputed: all of it ([] or ["all"]), `stage=PREFIX` (and what follows from
+    it), `task=NAME`."""
+    import shutil
+
+    from ..errors import SftmixError
+
+    stages: set[str] = set()
+    tasks: set[str] = set()
+    for spec in force or ["all"]:
+        kind, _, value = spec.partition("=")
+        if spec == "all":
+            stages |= set(plan.stages)
+            tasks |= {t.name for t in plan.tasks}
+        elif kind == "stage" and value:
+            hit = {sid for sid in plan.stages if sid.startswith(value)}
+            if not hit:
+                raise SftmixError(f"--force {spec}: no stage of this plan starts with {value!r}")
+            stages |= hit
+        elif kind == "task" and value:
+            if value not in {t.name for t in plan.tasks}:
+                raise SftmixError(f"--force {spec}: the study has no task {value!r}")
+            tasks.add(value)
+        else:
+            raise SftmixError(f"--force {spec!r}: expected all, stage=ID_PREFIX or task=NAME")
+    changed = True
+    while changed:  # a retrained stage makes its descendants stale too
+        more = {sid for sid, st in plan.stages.items() if st.parent_id in stages} - stages
+        stages |= more
+        changed = bool(more)
+    for sid in stages:
+        d = stage_dir(out, sid)
+        if d.exists():
+            # Renamed first, so no reader ever sees a half-deleted stage that still has its stage.json.
+            trash = d.with_name(f".{d.name}.forced")
+            shutil.rmtree(trash, ignore_errors=True)
+            d.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+    checkpoints = {r.base_id for r in plan.runs} | set(plan.stages)
+    with store.tx() as db:
+        for sid in stages:
+            db.execute("UPDATE stages SET status='planned' WHERE stage_id = ?", (sid,))
+        for cp in checkpoints:
+            for t in plan.tasks:
+                if cp in stages or t.name in tasks:
+                    eid = eval_id(cp, t)
+                    db.execute("DELETE FROM items WHERE eval_id = ?", (eid,))
+                    db.execute("DELETE FROM evals WHERE eval_id = ?", (eid,))
+
+
+def run_study(sf: StudyFile, out: Path | None = None, progress: bool = True, force: list[str] | None = None) -> Path:
     out = Path(out or output_dir(sf))
     out.mkdir(parents=True, exist_ok=True)
     plan = make_plan(sf)
     store = Store(out / "sftmix.db")
     try:
-        store.set_meta("study", sf.study.model_dump())
-        store.set_meta("name", sf.study.name)
-        # The report shows this plan's runs only, even if an earlier study wrote into the same directory.
-        store.set_meta("run_ids", [r.run_id for r in plan.runs])
-        atomic_write(out / "study.yaml", effective_yaml(sf))
-        for st in plan.stages.values():
-            store.add_stage(st.stage_id, st.parent_id, st.model.name, st.mixture.hash,
-                            {k: v for k, v in st.mixture.manifest.items() if k != "row_ids"}, st.hparams,
-                            str(stage_dir(out, st.stage_id)))
-            _write_json(out / "mixtures" / f"{st.mixture.hash}.json", st.mixture.manifest)
-        for r in plan.runs:
-            store.add_run(r.run_id, r.label, r.model.name, r.strategy, "+".join(r.sources), r.amount, r.seed,
-                          [s.stage_id for s in r.stages])
-        tasks = build_tasks(sf)
+        record_plan(plan, sf, out, store)
+        if force is not None:
+            apply_force(plan, out, store, force)
         log(f"[bold]{esc(sf.study.name)}[/]: {len(plan.runs)} runs, {len(plan.stages)} stages to train, "
-            f"{len(tasks)} tasks ({', '.join(f'{t.name}:{len(t.items)}' for t in tasks)}) -> {out}")
+            f"{len(plan.tasks)} tasks ({', '.join(f'{t.name}:{len(t.items)}' for t in plan.tasks)}) -> {out}")
         from .executors import get_executor
 
-        get_executor(sf.study.executor.kind)(plan, tasks, out, store, sf.study.evaluation.batch_size, progress)
+        get_executor(sf.study.executor.kind)(plan, out, store, sf.study.executor, progress)
         return write_store_report(out, store)
     finally:
         store.close()
-
-
-def run_local(plan: Plan, tasks: list[Task], out: Path, store: Store, batch_size: int, progress: bool) -> None:
-    """In-process executor: stages wave by wave (parents first), then each run's evaluation."""
-    import gc
-
-    for wave in plan.waves():
-        for stage in wave:
-            ensure_stage(plan, stage, out, store, progress)
-    for run in plan.runs:
-        if all(store.has_score(run.run_id, t.name) for t in tasks):
-            store.finish_run(run.run_id)
-            continue
-        log(f"[bold]eval[/] {esc(run.label)}")
-        model, tok = load_run_model(run, out)
-        scores = evaluate_model(model, tok, tasks, store, run.run_id, batch_size, progress)
-        log("  " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in scores.items()))
-        store.finish_run(run.run_id)
-        del model
-        gc.collect()

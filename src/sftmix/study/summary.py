@@ -40,18 +40,24 @@ def plan_summary(sf: StudyFile, plan: Plan) -> dict:
         tokens[st.stage_id] = int(math.ceil(per_epoch * st.training.epochs))
     runs = []
     for r in plan.runs:
+        per_source: dict[str, int] = {}
+        for st in r.stages:
+            for name, info in st.mixture.manifest["sources"].items():
+                per_source[name] = per_source.get(name, 0) + info["rows"]
         runs.append({
             "run_id": r.run_id, "label": r.label, "model": r.model.name, "stages": len(r.stages),
             "rows": sum(len(s.mixture) for s in r.stages), "tokens": sum(tokens[s.stage_id] for s in r.stages),
+            "rows_per_source": per_source,
         })
     used = sum(x["tokens"] for x in runs)
     unique = sum(tokens.values())
-    n_eval = len([t for t in sf.study.evaluation.tasks])
+    n_eval = len(sf.study.evaluation.tasks)
     return {
         "runs": runs,
         "totals": {
             "runs": len(plan.runs), "unique_stages": len(plan.stages), "stage_uses": plan.stage_uses,
-            "saved_stages": plan.stage_uses - len(plan.stages), "train_tokens": unique, "saved_tokens": used - unique,
+            "saved_stages": plan.stage_uses - len(plan.stages), "train_tokens": unique, "naive_tokens": used,
+            "saved_tokens": used - unique,
             "flops": sum(6 * params[s.model.name] * tokens[sid] for sid, s in plan.stages.items()),
             "evaluations": len(plan.runs) * n_eval, "eval_items": (sf.study.evaluation.limit or 0) * n_eval,
             "epochs": hp.epochs,

@@ -35,11 +35,45 @@ def assistant_spans(tok, messages) -> tuple[str, list[tuple[int, int]]]:
     return full, spans
 
 
-def encode(tok, example: Example, max_length: int) -> dict:
+def encode(tok, example: Example, max_length: int | None = None) -> dict:
+    """Token ids and labels (IGNORE outside assistant turns), cut to `max_length` when given."""
     text, spans = assistant_spans(tok, example.messages)
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True, truncation=True, max_length=max_length)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True, truncation=max_length is not None,
+              max_length=max_length)
     labels = []
     for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
         inside = b > a and any(s <= a < e for s, e in spans)
         labels.append(tid if inside else IGNORE)
-    return {"input_ids": enc["input_ids"], "labels": labels}
+    return {"input_ids": list(enc["input_ids"]), "labels": labels}
+
+
+def prepare(tok, examples: list[Example], max_length: int, truncation: str = "drop") -> tuple[list[dict], dict]:
+    """Encode a stage's rows under an explicit truncation policy, and count what it cost.
+
+    - a row whose prompt fills `max_length` (no assistant token left to predict) is dropped;
+    - a row longer than `max_length` whose answer starts inside it loses its end (and its end-of-turn token, so the
+      model would not learn to stop there): dropped with truncation="drop", trained cut with "keep";
+    - a row with no assistant turn at all is dropped.
+    """
+    data = []
+    counts = {"rows_in": len(examples), "rows_dropped_prompt_too_long": 0, "rows_truncated": 0, "tokens_cut": 0,
+              "rows_dropped_no_answer": 0, "truncation": truncation}
+    for e in examples:
+        x = encode(tok, e, None)
+        n = len(x["input_ids"])
+        if not any(lbl != IGNORE for lbl in x["labels"][1:]):
+            counts["rows_dropped_no_answer"] += 1
+            continue
+        if n > max_length:
+            cut = {"input_ids": x["input_ids"][:max_length], "labels": x["labels"][:max_length]}
+            if not any(lbl != IGNORE for lbl in cut["labels"][1:]):
+                counts["rows_dropped_prompt_too_long"] += 1
+                continue
+            counts["rows_truncated"] += 1
+            counts["tokens_cut"] += n - max_length
+            if truncation == "drop":
+                continue
+            x = cut
+        data.append(x)
+    counts["rows_dropped"] = counts["rows_in"] - len(data)
+    return data, counts

@@ -1,0 +1,242 @@
+"""The generation engine against HF generate, on the tiny model.
+
+The tiny model's weights are redrawn larger (seeded) so that its greedy output depends sharply on every attention
+score and position: a wrong mask, position id or cache row shows up as different tokens, not as a near-tie.
+"""
+
+import pytest
+import torch
+
+from sftmix.errors import SftmixError
+from sftmix.evaluate.engine import Engine
+from sftmix.evaluate.generate import Endpoint, chat_ids, cut_at_stop, generate, generate_hf
+from sftmix.evaluate.settings import GenSettings
+from sftmix.models import load_model, load_tokenizer
+
+WORDS = "the a math code list sum of two numbers write python function answer is dogs cats json".split()
+
+
+def chaotic(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.15)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer("tiny")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(2)
+    return chaotic(load_model("tiny", device="cpu"))
+
+
+def convs(k, seed=0, system=None):
+    """k conversations of very different lengths; with `system`, all share a system turn (a common prefix)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(k):
+        n = 1 + int(torch.randint(0, 40, (1,), generator=g))
+        text = " ".join(WORDS[int(j)] for j in torch.randint(0, len(WORDS), (n,), generator=g))
+        c = [{"role": "user", "content": f"{i}: {text}"}]
+        if system or i % 3 == 0:
+            c.insert(0, {"role": "system", "content": system or "Be brief."})
+        out.append(c)
+    return out
+
+
+def hf_ids(model, tok, prompts, max_new, stop_ids):
+    """HF generate on all prompts in one left-padded batch: the reference token ids (stop token dropped)."""
+    width = max(map(len, prompts))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+                             eos_token_id=stop_ids, pad_token_id=tok.pad_token_id, temperature=None, top_p=None,
+                             top_k=None)
+    res = []
+    for row in out[:, width:].tolist():
+        cut = next((j for j, t in enumerate(row) if t in stop_ids), len(row))
+        res.append(row[:cut])
+    return res
+
+
+def test_engine_matches_hf_greedy_token_for_token(model, tok):
+    prompts = chat_ids(tok, convs(14, system="You answer in a few words, then stop."))
+    assert len(set(map(len, prompts))) > 8  # mixed lengths
+    # One token in 19 ends a sequence, so rows finish at many different steps and free their slots.
+    stop = [tok.eos_token_id] + list(range(5, len(tok), 19))
+    ref = hf_ids(model, tok, prompts, 32, stop)
+    lengths = {len(r) for r in ref}
+    assert len(lengths) > 5 and 32 in lengths  # rows really finish at different steps
+    for slots in (3, 5, 16):  # refills, swaps, and everything at once
+        got, stats = Engine(model, stop, slots=slots, pad_id=tok.pad_token_id).run(prompts, 32)
+        assert [g[0] for g in got] == ref, f"slots={slots}"
+        # no wasted rows: each sequence's first token comes from its prefill, every other from one decode row
+        assert stats.decode_rows == stats.generated_tokens - stats.sequences
+        assert stats.generated_tokens == sum(len(r) + (len(r) < 32) for r in ref)
+    assert stats.shared_prefix_tokens > 0
+
+
+def test_generate_matches_generate_hf_and_keeps_order(model, tok):
+    cs = convs(9, seed=3)
+    s = GenSettings(max_new_tokens=16)
+    a = generate(model, tok, cs, s, batch_size=4, progress=False)
+    b = generate_hf(model, tok, cs, s, batch_size=4, progress=False)
+    assert a == b and all(len(x) == 1 for x in a)
+    assert len({x[0] for x in a}) > 5
+    perm = [4, 0, 8, 2, 6, 1, 7, 3, 5]
+    assert generate(model, tok, [cs[i] for i in perm], s, batch_size=3, progress=False) == [a[i] for i in perm]
+
+
+def test_lora_wrapped_model_matches_hf(tok):
+    from peft import LoraConfig, get_peft_model
+
+    base = chaotic(load_model("tiny", device="cpu"), seed=1)
+    peft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft.eval()
+    cs = convs(6, seed=5)
+    s = GenSettings(max_new_tokens=12)
+    assert generate(peft, tok, cs, s, batch_size=2, progress=False) == generate_hf(peft, tok, cs, s, progress=False)
+    with peft.disable_adapter():  # the adapter really changes the output, so equality above is not vacuous
+        plain = generate_hf(peft, tok, cs, s, progress=False)
+    assert plain != generate(peft, tok, cs, s, progress=False)
+
+
+def test_eager_attention_matches_hf(tok):
+    from transformers import AutoModelForCausalLM
+
+    from sftmix.models import model_path
+
+    m = chaotic(AutoModelForCausalLM.from_pretrained(model_path("tiny"), attn_implementation="eager"), seed=2)
+    cs = convs(5, seed=7)
+    s = GenSettings(max_new_tokens=10)
+    assert generate(m, tok, cs, s, batch_size=2, progress=False) == generate_hf(m, tok, cs, s, progress=False)
+
+
+def test_stop_strings_cut_and_end_generation_early(model, tok):
+    cs = convs(6, seed=11)
+    free = generate(model, tok, cs, GenSettings(max_new_tokens=30), progress=False)
+    # a stop string taken from the middle of the first completion
+    text = free[0][0]
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
+    assert stop.strip() and stop in text
+    s = GenSettings(max_new_tokens=30, stop=(stop,))
+    stats, hf_stats = {}, {}
+    cut = generate(model, tok, cs, s, progress=False, stats=stats)
+    assert cut == generate_hf(model, tok, cs, s, progress=False, stats=hf_stats)
+    assert cut[0][0] == text[: text.index(stop)].strip()
+    assert all(stop not in c[0] for c in cut)
+    assert stats["generated_tokens"] < hf_stats["generated_tokens"]  # the engine stopped, HF ran on
+
+
+def test_cut_at_stop_takes_the_stop_that_completes_first():
+    assert cut_at_stop("xabcd", ("bcd", "c")) == "xab"  # "c" completes before "bcd" does
+    assert cut_at_stop("answer\n\nQuestion: more", ("\n\nQuestion:", "\n\n")) == "answer"
+    assert cut_at_stop("no stops here", ("###",)) == "no stops here"
+    assert cut_at_stop("a###b###", ("###",)) == "a"
+
+
+def test_sampling_is_seeded_repeatable_and_batch_independent(model, tok):
+    cs = convs(4, seed=13)
+    s = GenSettings(max_new_tokens=12, do_sample=True, temperature=1.0, top_p=0.9, n=3, seed=7)
+    a = generate(model, tok, cs, s, batch_size=4, progress=False)
+    assert [len(x) for x in a] == [3, 3, 3, 3]
+    assert a == generate(model, tok, cs, s, batch_size=4, progress=False)
+    assert a == generate(model, tok, cs, s, batch_size=11, progress=False)  # one generator per sample
+    other = generate(model, tok, cs, GenSettings(**{**s.__dict__, "seed": 8}), batch_size=4, progress=False)
+    assert other != a
+    assert any(len(set(x)) > 1 for x in a)  # the n samples of a prompt differ
+    greedy = generate(model, tok, cs, GenSettings(max_new_tokens=12), progress=False)
+    assert [x[0] for x in a] != [g[0] for g in greedy]
+
+
+def test_hf_backend_sampling_is_seeded(model, tok):
+    cs = convs(3, seed=17)
+    s = GenSettings(max_new_tokens=8, do_sample=True, n=2, seed=3)
+    a = generate(model, tok, cs, s, backend="hf", progress=False)
+    assert a == generate(model, tok, cs, s, backend="hf", progress=False) and [len(x) for x in a] == [2, 2, 2]
+
+
+def test_empty_input_and_bad_arguments(model, tok):
+    assert generate(model, tok, [], GenSettings()) == []
+    assert generate_hf(model, tok, [], GenSettings()) == []
+    with pytest.raises(SftmixError, match="unknown generation backend"):
+        generate(model, tok, convs(1), GenSettings(), backend="nope")
+    with pytest.raises(TypeError, match="GenSettings"):
+        generate(model, tok, convs(1), 16)
+
+
+def test_openai_backend_reports_an_unreachable_endpoint(monkeypatch):
+    pytest.importorskip("openai")
+    monkeypatch.setenv("SFTMIX_TEST_KEY", "sk-secret-value")
+    ep = Endpoint("http://127.0.0.1:9/v1", "m", api_key_env="SFTMIX_TEST_KEY", max_retries=0, timeout=2)
+    with pytest.raises(SftmixError, match="unreachable") as e:
+        generate(ep, None, convs(2), GenSettings(max_new_tokens=4), progress=False)
+    assert "sk-secret-value" not in str(e.value)
+
+
+def test_openai_backend_against_a_local_server(monkeypatch):
+    """A stdlib stand-in for an OpenAI-compatible server: order, n choices (returned out of order), stop strings,
+    the key sent from the named variable, and a refused key reported without the key."""
+    pytest.importorskip("openai")
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.headers.get("Authorization"), body))
+            if self.headers.get("Authorization") != "Bearer sk-good":
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"error": {"message": "bad key", "type": "auth"}}')
+                return
+            user = body["messages"][-1]["content"]
+            choices = [{"index": i, "message": {"role": "assistant", "content": f" re {user} #{i} STOP more "},
+                        "finish_reason": "stop"} for i in range(body.get("n", 1))]
+            out = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                   "choices": choices[::-1]}
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps(out).encode())
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ep = Endpoint(f"http://127.0.0.1:{server.server_port}/v1", "m", api_key_env="SFTMIX_TEST_KEY", concurrency=3)
+        monkeypatch.setenv("SFTMIX_TEST_KEY", "sk-good")
+        cs = [[{"role": "user", "content": f"q{i}"}] for i in range(7)]
+        out = generate(ep, None, cs, GenSettings(max_new_tokens=5, stop=("STOP",)), progress=False)
+        assert out == [[f"re q{i} #0"] for i in range(7)]
+        out = generate(ep, None, cs[:2], GenSettings(max_new_tokens=5, do_sample=True, n=2, seed=3), progress=False)
+        assert out == [[f"re q{i} #0 STOP more", f"re q{i} #1 STOP more"] for i in range(2)]
+        assert seen[-1][1]["n"] == 2 and seen[-1][1]["seed"] == 3 and seen[-1][1]["max_tokens"] == 5
+        monkeypatch.setenv("SFTMIX_TEST_KEY", "sk-bad-secret")
+        with pytest.raises(SftmixError, match="SFTMIX_TEST_KEY") as e:
+            generate(ep, None, cs[:1], GenSettings(), progress=False)
+        assert "sk-bad-secret" not in str(e.value)
+    finally:
+        server.shutdown()
+
+
+def test_vllm_backend_is_guarded(model, tok):
+    from sftmix.evaluate.backends import have_vllm
+
+    if have_vllm():
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(SftmixError, match="vLLM"):
+        generate(model, tok, convs(1), GenSettings(), backend="vllm")

@@ -1,0 +1,120 @@
+"""Planning: data designs x strategies -> runs and content-addressed stages (no training here)."""
+
+import textwrap
+
+import pytest
+
+from sftmix import models
+from sftmix.cli import main
+from sftmix.config import load_study
+from sftmix.study.plan import make_plan
+
+BASE = """\
+name: p
+models: [{name: tiny, finetune: full}]
+sources:
+  math: {builtin: math, size: 64}
+  code: {builtin: code, size: 64}
+  general: {builtin: general, size: 64}
+training: {epochs: 1, batch_size: 8, max_length: 256}
+evaluation: {tasks: [math], limit: 4}
+"""
+
+
+def plan_of(tmp_path, extra, overrides=()):
+    p = tmp_path / "s.yaml"
+    p.write_text(BASE + textwrap.dedent(extra))
+    return make_plan(load_study(p, list(overrides)))
+
+
+def test_dmt_sweep_and_sequential_share_their_first_stages(tmp_path):
+    plan = plan_of(tmp_path, """\
+        amounts: [1]
+        strategies:
+          - {name: dmt, params: {k: [0, 1/64, 1/16, 1/4, 1]}}
+          - mixed_sequential
+          - {name: sequential, params: {order: [code, math, general]}}
+          - {name: stages, stages: [{parts: [code]}, {parts: [math, general]}]}
+        """)
+    runs = [r for r in plan.runs if r.strategy != "base"]
+    assert len(runs) == 5 + 1 + 1 + 1
+    dmt = [r for r in runs if r.strategy == "dmt"]
+    mixed = next(r for r in runs if r.strategy == "mixed_sequential")
+    # dmt k=0 is mixed sequential exactly: the same checkpoint, trained and evaluated once
+    assert next(r for r in dmt if r.params["k"] == 0).checkpoint_id == mixed.checkpoint_id
+    assert len(plan.checkpoints()) == 1 + len(runs) - 1  # the base model, and one per run but the shared one
+    assert len({r.stages[0].stage_id for r in dmt}) == 1  # stage 1 trained once for all k
+    assert len({r.stages[1].stage_id for r in dmt}) == 5
+    seq = next(r for r in runs if r.strategy == "sequential")
+    custom = next(r for r in runs if r.strategy == "stages")
+    assert seq.stages[0].stage_id == custom.stages[0].stage_id  # both start with code alone
+    # unique stages: dmt 1 + 5 (k=0 = mixed sequential's stage 2), sequential 3, custom 1 more
+    assert len(plan.stages) == 6 + 3 + 1
+    assert plan.stage_uses == 2 * 5 + 2 + 3 + 2
+    # DMT's replay is a prefix of the stage-1 rows of each specialist
+    k14 = next(r for r in dmt if r.params["k"] == 0.25)
+    stage1 = {e.id for e in k14.stages[0].mixture.examples}
+    replay = [e for e in k14.stages[1].mixture.examples if e.meta["source"] != "general"]
+    assert len(replay) == 32 and {e.id for e in replay} <= stage1
+
+
+def test_plan_prints_rows_per_source_and_unique_vs_naive_tokens(tmp_path, capsys):
+    p = tmp_path / "s.yaml"
+    p.write_text(BASE + "amounts: [1/4, 1]\nstrategies: [{name: dmt, params: {k: [1/16, 1/4]}}]\n")
+    assert main(["plan", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "unique" in out and "naive" in out and "saved by shared prefixes" in out
+    assert "dmt k=1/16 1/4" in out
+
+
+def test_designs_in_examples_plan(capsys):
+    from pathlib import Path
+
+    ex = Path(__file__).parents[1] / "examples"
+    for name, expect in {"mini_dmt_ratio": "math 1/16 + code 1/16 + general 1", "mini_code_proportion": "code 25%",
+                         "mini_belle_scaling": "300 rows pooled", "mini_dmt_strategies": "dmt k=1/16"}.items():
+        assert main(["plan", str(ex / f"{name}.yaml")]) == 0, name
+        assert expect in capsys.readouterr().out, name
+
+
+def test_plan_is_deterministic(tmp_path):
+    a = plan_of(tmp_path, "amounts: [1/4, 1]\nstrategies: [multitask, single]\n")
+    b = plan_of(tmp_path, "amounts: [1/4, 1]\nstrategies: [multitask, single]\n")
+    assert [r.run_id for r in a.runs] == [r.run_id for r in b.runs]
+    assert [s.mixture.manifest for s in a.stages.values()] == [s.mixture.manifest for s in b.stages.values()]
+
+
+def test_stage_id_captures_what_the_model_starts_from(tmp_path, monkeypatch):
+    extra = "amounts: [1]\nstrategies: [multitask]\n"
+    first = plan_of(tmp_path, extra).runs[1].stages[0].stage_id
+    assert plan_of(tmp_path, extra).runs[1].stages[0].stage_id == first
+    # the built-in model's recipe version
+    monkeypatch.setitem(models.BUILDERS, "tiny", ("tiny-v999", models.BUILDERS["tiny"][1]))
+    assert plan_of(tmp_path, extra).runs[1].stages[0].stage_id != first
+    monkeypatch.undo()
+    # the dtype `auto` resolves to on this device
+    monkeypatch.setattr(models, "_dtype", lambda dtype, device: "bfloat16")
+    assert plan_of(tmp_path, extra).runs[1].stages[0].stage_id != first
+    monkeypatch.undo()
+    # a trainer change
+    import sftmix.study.plan as plan_mod
+
+    monkeypatch.setattr(plan_mod, "TRAINER_VERSION", 999)
+    assert plan_of(tmp_path, extra).runs[1].stages[0].stage_id != first
+
+
+def test_local_model_directory_content_and_hub_revision_change_the_stage_id(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "config.json").write_text('{"a": 1}')
+    a = models.fingerprint(str(d))
+    (d / "config.json").write_text('{"a": 2}')
+    assert models.fingerprint(str(d)) != a
+    assert models.fingerprint("org/name", "v1") != models.fingerprint("org/name", "v2")
+
+
+def test_k_rounding_to_zero_rows_is_a_clear_error(tmp_path):
+    from sftmix.errors import StudyError
+
+    with pytest.raises(StudyError, match="rounds to 0 rows"):
+        plan_of(tmp_path, "amounts: [1/4]\nstrategies: [{name: dmt, params: {k: 1/256}}]\n")
