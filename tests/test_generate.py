@@ -32,8 +32,11 @@ def tok():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.set_num_threads(2)
-    return chaotic(load_model("tiny", device="cpu"))
+    # One thread: the tiny model's matrices are too small to split, and split work stalls on a busy machine.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield chaotic(load_model("tiny", device="cpu"))
+    torch.set_num_threads(old)
 
 
 def convs(k, seed=0, system=None):

@@ -140,3 +140,15 @@ def test_ability_name_cannot_escape_figures_dir(tmp_path, data):
     write_report(tmp_path / "out", scores, [], {"name": "x"})
     assert [p.name for p in (tmp_path / "out" / "figures").iterdir()] == ["scaling_evil.png"]
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_judged_task_shows_scores_per_category_and_its_judge(tmp_path):
+    scores = [dict(run_id=r, label=f"run {r}", model="tiny", strategy="multitask", sources="m", amount=a, seed=0,
+                   task="mtbench", ability="general", metric="judge_rating", value=v, n=8,
+                   summary={"judge_rating": v, "category:writing": v + 0.1, f"category:{XSS}": v - 0.1,
+                            "unjudged_items": 1.0, "judge": "gpt-judge@127.0.0.1"})
+              for r, a, v in (("a", 0.25, 0.5), ("b", 1.0, 0.6))]
+    html = write_report(tmp_path, scores, [], {"name": "judged"}).read_text()
+    assert "Scores per category" in html and "judge: gpt-judge@127.0.0.1" in html
+    assert "writing" in html and ">60.0<" in html and ">70.0<" in html  # run b: overall 60.0, writing 70.0
+    assert XSS not in html and XSS_ESCAPED in html

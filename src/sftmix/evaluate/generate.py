@@ -72,6 +72,15 @@ def _bar(progress: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="seq", leave=False, disable=None)
 
 
+def _stop_checker(tok, stops):
+    """Ends a sequence once its text contains a stop string (the final cut is `cut_at_stop`'s)."""
+    def check(ids: list[int]) -> bool:
+        text = tok.decode(ids, skip_special_tokens=True)
+        return any(s and s in text for s in stops)
+
+    return check
+
+
 def generate(model, tok, conversations: list[list[dict]], settings: GenSettings, batch_size: int = 16,
              progress: bool = True, desc: str = "generate", backend: str = "engine", endpoint=None,
              stats: dict | None = None) -> list[list[str]]:
@@ -106,12 +115,7 @@ def generate(model, tok, conversations: list[list[dict]], settings: GenSettings,
         log.warning("sftmix engine: %s; using HF generate", why)
         return generate_hf(model, tok, conversations, settings, batch_size, progress, desc, stats=stats)
     prompts = chat_ids(tok, conversations)
-    stop_check = None
-    if settings.stop:
-        def stop_check(ids: list[int]) -> bool:
-            text = tok.decode(ids, skip_special_tokens=True)
-            return any(s and s in text for s in settings.stop)
-
+    stop_check = _stop_checker(tok, settings.stop) if settings.stop else None
     bar = _bar(progress, len(prompts) * settings.n, desc)
     model.eval()
     engine = Engine(model, stop_token_ids(tok), slots=batch_size,

@@ -534,6 +534,9 @@ def judged_summary(rows: list[dict], metric: str = "score") -> dict[str, float]:
         cats.setdefault(str(r.get("category", "")), []).append(r["score"])
     for c, xs in sorted(cats.items()):
         out[f"category:{c}"] = sum(xs) / len(xs)
+    judge = next((r["judge"] for r in flat if r.get("judge")), None)
+    if judge:  # the report names the judge beside its scores
+        out["judge"] = judge
     return out
 
 

@@ -52,16 +52,48 @@ def _scores_csv(scores: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _sections(out: Path, stages: list[dict], stage_scores: list[dict]) -> list[dict]:
-    """Figures beyond the scaling curves: training loss of every stage, and forgetting across stages."""
+def _category_tables(scores: list[dict]) -> list[dict]:
+    """Judged tasks (MT-Bench, BELLE) and others that report per-category scores: one table per task, a row per run,
+    a column per category, with the judge named."""
+    tables = []
+    for task in sorted({r["task"] for r in scores}):
+        rows = [r for r in scores if r["task"] == task and any(k.startswith("category:") for k in r.get("summary") or {})]
+        if not rows:
+            continue
+        cats = sorted({k.split(":", 1)[1] for r in rows for k in r["summary"] if k.startswith("category:")})
+        body = []
+        for r in rows:
+            summ = r["summary"]
+            cells = [_fmt(summ.get(f"category:{c}")) for c in cats]
+            unjudged = summ.get("unjudged_items")
+            body.append([r["label"], *cells, _fmt(r["value"]), "" if unjudged is None else str(int(unjudged))])
+        judge = next((r["summary"].get("judge") for r in rows if r["summary"].get("judge")), "")
+        tables.append({"caption": f"{task}: score per category" + (f" (judge: {judge})" if judge else ""),
+                       "columns": ["run", *cats, "overall", "unjudged items"], "rows": body})
+    return tables
+
+
+def _fmt(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and v != v) else f"{100 * float(v):.1f}"
+
+
+def _sections(out: Path, stages: list[dict], stage_scores: list[dict], scores: list[dict] | None = None) -> list[dict]:
+    """Figures beyond the scaling curves: per-category scores of judged tasks, training loss of every stage, and
+    forgetting across stages."""
     sections = []
+    tables = _category_tables(scores or [])
+    if tables:
+        sections.append({"id": "categories", "title": "Scores per category (%)", "figures": [], "tables": tables,
+                         "note": "Judged and categorised tasks; an item with no parseable judgement is left out of "
+                                 "the mean and counted as unjudged."})
     trained = [s for s in stages if (s.get("info") or {}).get("loss")]
     if trained:
         png = loss_curves_png(trained)
         atomic_write(out / "figures" / "loss_curves.png", png)
         sections.append({"id": "loss", "title": "Training loss", "note": "Loss per optimizer step of every trained "
                          "stage (moving average over a tenth of its steps).",
-                         "figures": [{"b64": base64.b64encode(png).decode(), "alt": "training loss curves"}]})
+                         "figures": [{"b64": base64.b64encode(png).decode(), "alt": "training loss curves"}],
+                         "tables": []})
     multi = [r for r in stage_scores if r.get("stages", 1) > 1]
     if multi:
         figs = []
@@ -71,7 +103,7 @@ def _sections(out: Path, stages: list[dict], stage_scores: list[dict]) -> list[d
             atomic_write(out / "figures" / f"forgetting_{_slug(ability)}.png", png)
             figs.append({"b64": base64.b64encode(png).decode(), "alt": f"{ability} after each stage"})
         sections.append({"id": "forgetting", "title": "Forgetting across stages", "note": "Each ability's score "
-                         "before SFT and after every stage of the multi-stage runs.", "figures": figs})
+                         "before SFT and after every stage of the multi-stage runs.", "figures": figs, "tables": []})
     return sections
 
 
@@ -105,7 +137,7 @@ def write_report(out_dir: str | Path, scores: list[dict], items: list[dict], stu
         output_dir=str(study.get("output_dir") or ""), config_yaml=study.get("config_yaml") or "",
         header=header, figures=figures, columns=columns, rows=rows, best=best,
         samples=_html.pick_samples(scores, items or []),
-        sections=_sections(out, stages or [], stage_scores or []))
+        sections=_sections(out, stages or [], stage_scores or [], scores))
     # written last: a report.html on disk means every other file of this report is in place
     path = out / "report.html"
     atomic_write(path, page)

@@ -171,6 +171,10 @@ dashed lines are the base models. Abilities with several tasks show their mean.<
 
 {% for sec in sections %}<h2 id="{{ sec.id }}">{{ sec.title }}</h2><p class="meta">{{ sec.note }}</p>
 {% for f in sec.figures %}<img class="fig" src="data:image/png;base64,{{ f.b64 }}" alt="{{ f.alt }}">{% endfor %}
+{% for t in sec.tables %}<h3>{{ t.caption }}</h3><div class="scroll"><table><thead><tr>
+{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead><tbody>{% for row in t.rows %}<tr>
+{% for v in row %}<td{% if not loop.first %} class="num"{% endif %}>{{ v }}</td>{% endfor %}</tr>{% endfor %}
+</tbody></table></div>{% endfor %}
 {% endfor %}
 
 <h2 id="results">Results (%)</h2>
