@@ -523,7 +523,9 @@ def test_weaker_modes_hold_too(mode, monkeypatch):
                 listener.accept()
             for name, result in zip(OTHER_MODE_CASES, results):
                 assert not result.passed and result.status != "error", (name, result)
-                assert "WROTE" not in result.stdout and SECRET not in result.stdout, (name, result.stdout)
+                # Writes are judged by the host's canaries below, not by the program's own "WROTE": a checkout
+                # under /tmp is, inside the sandbox, a path in its private tmpfs, where writing harms nothing.
+                assert SECRET not in result.stdout, (name, result.stdout)
             assert results[-1].passed and results[-1].stdout == "fine\n", results[-1]
             for path in CANARIES:
                 assert not path.exists(), path

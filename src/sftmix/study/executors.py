@@ -104,7 +104,7 @@ def run_local(plan: Plan, out: Path, store: Store, cfg, progress: bool) -> None:
                 fut.set_exception(e)
             return fut
 
-        schedule(plan, out, store, submit, 1, False)
+        schedule(plan, out, store, submit, 1, progress)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
