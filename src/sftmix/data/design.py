@@ -15,8 +15,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from ..train.strategies import Part
-from .mixture import amount_label
+from .mixture import Part, amount_label
 
 
 @dataclass(frozen=True)
@@ -31,12 +30,8 @@ class Cell:
         return Cell(parts, self.label, self.axis, self.x)
 
 
-def _unit_label(a: float, unit: str) -> str:
-    return amount_label(a, unit)
-
-
 def grid(names: list[str], amounts: list[float], unit: str) -> list[Cell]:
-    return [Cell({n: Part(n, a, unit) for n in names}, _unit_label(a, unit), "amount", a) for a in amounts]
+    return [Cell({n: Part(n, a, unit) for n in names}, amount_label(a, unit), "amount", a) for a in amounts]
 
 
 def per_source(names: list[str], amounts: dict[str, list[float]], unit: str, combine: str) -> list[Cell]:
@@ -51,7 +46,7 @@ def per_source(names: list[str], amounts: dict[str, list[float]], unit: str, com
     cells = []
     for combo in combos:
         parts = {n: Part(n, a, unit) for n, a in zip(names, combo)}
-        label = " + ".join(f"{n} {_unit_label(a, unit)}" for n, a in zip(names, combo))
+        label = " + ".join(f"{n} {amount_label(a, unit)}" for n, a in zip(names, combo))
         x = combo[names.index(varying[0])] if varying else combo[0]
         cells.append(Cell(parts, label, axis, x))
     return cells
@@ -85,5 +80,5 @@ def pool(names: list[str], sizes: dict[str, int], totals: list[float], unit: str
         parts = {n: Part(n, round(t * sizes[n] / union) if unit == "count" else t * sizes[n] / union, unit)
                  for n in names}
         parts = {n: p for n, p in parts.items() if p.amount > 0}
-        cells.append(Cell(parts, _unit_label(t, unit) + " pooled", "total", t))
+        cells.append(Cell(parts, amount_label(t, unit) + " pooled", "total", t))
     return cells

@@ -11,12 +11,29 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Callable
 
 from ..errors import DataError
 from .example import Example
+
+
+UNITS = ("fraction", "count", "tokens")
+
+
+@dataclass(frozen=True)
+class Part:
+    """`amount` of one source in `unit`: a fraction of the source, a row count, or a token budget."""
+
+    source: str
+    amount: float
+    unit: str = "fraction"
+
+    def scaled(self, k: float) -> "Part":
+        # The first k of this part's rows: with nested sampling that is a prefix of the same rows.
+        return replace(self, amount=self.amount * k)
+
 
 
 def permutation(n: int, seed: int, source: str, npass: int = 0) -> list[int]:
@@ -95,8 +112,6 @@ def take(examples: list[Example], part, seed: int, upsample: bool = False,
 
 def nested_take(examples: list[Example], amount: float, unit: str, seed: int, source: str,
                 upsample: bool = True) -> list[Example]:
-    from ..train.strategies import Part
-
     return take(examples, Part(source, amount, unit), seed, upsample=upsample)
 
 

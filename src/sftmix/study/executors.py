@@ -29,10 +29,10 @@ def pending_units(plan: Plan, out: Path, store: Store) -> list[tuple[str, str, s
     units = []
     for wave in plan.waves():
         for st in wave:
-            if stage_done(stage_dir(out, st.stage_id)) is None:
+            # Not trained, or trained but not yet recorded in the store (ensure_stage then only records it).
+            recorded = (store.stage(st.stage_id) or {}).get("status") == "done"
+            if stage_done(stage_dir(out, st.stage_id)) is None or not recorded:
                 units.append(("train", st.stage_id, st.parent_id))
-            elif (store.stage(st.stage_id) or {}).get("status") != "done":
-                units.append(("train", st.stage_id, st.parent_id))  # trained, not yet recorded: cheap to redo
     for checkpoint, _run in eval_units(plan):
         if not all(store.has_eval(eval_id(checkpoint, t)) for t in plan.tasks):
             units.append(("eval", checkpoint, checkpoint if checkpoint in plan.stages else None))

@@ -48,6 +48,7 @@ def write_store_report(out: Path, store: Store) -> Path:
 
     run_ids = store.meta("run_ids")
     all_scores = store.scores(run_ids)
+    runs = store.runs(run_ids)
     scores = [s for s in all_scores if s["final"]]
     if not scores:
         raise SftmixError(f"{store.path}: the store has no scores yet")
@@ -57,11 +58,11 @@ def write_store_report(out: Path, store: Store) -> Path:
     return write_report(out, scores, items, {
         "name": store.meta("name", out.name), "description": study.get("description", ""), "output_dir": str(out),
         "config_yaml": study_yaml.read_text() if study_yaml.exists() else "",
-    }, stages=_stage_rows(store, run_ids), stage_scores=_stage_scores(all_scores, store, run_ids))
+    }, stages=_stage_rows(store, runs), stage_scores=_stage_scores(all_scores, runs))
 
 
-def _stage_rows(store: Store, run_ids: list[str]) -> list[dict]:
-    used = {sid for r in store.runs(run_ids) for sid in r["stages"]}
+def _stage_rows(store: Store, runs: list[dict]) -> list[dict]:
+    used = {sid for r in runs for sid in r["stages"]}
     out = []
     for st in store.stages():
         if st["stage_id"] in used and st["info"]:
@@ -69,9 +70,9 @@ def _stage_rows(store: Store, run_ids: list[str]) -> list[dict]:
     return out
 
 
-def _stage_scores(scores: list[dict], store: Store, run_ids: list[str]) -> list[dict]:
+def _stage_scores(scores: list[dict], runs: list[dict]) -> list[dict]:
     """Per-stage scores of multi-stage runs (forgetting), with the base model's as stage 0."""
-    n_stages = {r["run_id"]: len(r["stages"]) for r in store.runs(run_ids)}
+    n_stages = {r["run_id"]: len(r["stages"]) for r in runs}
     return [{**s, "stages": n_stages[s["run_id"]]} for s in scores if n_stages.get(s["run_id"], 0) > 1]
 
 

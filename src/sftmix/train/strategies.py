@@ -16,24 +16,10 @@ Adding a strategy = writing one function and registering it with `@strategy(name
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
-UNITS = ("fraction", "count", "tokens")
-
-
-@dataclass(frozen=True)
-class Part:
-    """`amount` of one source in `unit`: a fraction of the source, a row count, or a token budget."""
-
-    source: str
-    amount: float
-    unit: str = "fraction"
-
-    def scaled(self, k: float) -> "Part":
-        # The first k of this part's rows: with nested sampling that is a prefix of the same rows.
-        return replace(self, amount=self.amount * k)
-
+from ..data.mixture import Part  # noqa: F401  (re-exported: strategies are written in Parts)
 
 @dataclass(frozen=True)
 class StageSpec:
