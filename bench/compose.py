@@ -7,14 +7,16 @@ Generates JSONL sources in three formats (gsm8k, alpaca, sharegpt multi-turn) wi
 and across sources) and planted contamination (eval questions inside training prompts), then runs each pipeline in
 its own process: read every row, drop rows sharing a 13-gram with any eval item, drop exact duplicates (normalised
 text, first occurrence kept in source order) and write the kept rows as train-ready messages JSONL. Each pipeline is
-started by a separate measuring process that reads getrusage(RUSAGE_CHILDREN), so the peak RSS of one never mixes
-with the other's. Both must keep the same rows; the script checks that.
+started by a separate measuring process that reads getrusage(RUSAGE_CHILDREN) for CPU time and samples the summed PSS
+of the pipeline's process tree, so the peak of one never mixes with the other's. sftmix scans the sources side by
+side on all cores (`--workers`); pandas has no such mode and uses one. Both must keep the same rows; the script checks that.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import resource
@@ -26,6 +28,7 @@ from pathlib import Path
 
 SOURCES = {"math": "gsm8k", "code": "alpaca", "general": "sharegpt"}
 NGRAM = 13
+WORKERS = 1  # sftmix's scan processes (set from --workers); pandas has one core however many there are
 
 
 # ------------------------------------------------------------------------------------------------- generation
@@ -89,15 +92,15 @@ def generate(root: Path, rows: int, evals: int, seed: int = 0) -> dict:
 
 
 def run_sftmix(root: Path, out: Path) -> dict:
-    from sftmix.data.dedup import DecontamConfig, EvalIndex, dedup_indexes, export_rows, scan_file
+    from sftmix.data.dedup import DecontamConfig, EvalIndex, dedup_indexes, export_rows, scan_files
     from sftmix.data.formats import iter_examples
 
     index = EvalIndex.build({"eval": iter_examples(root / "eval.jsonl", source="eval")}, DecontamConfig(ngram=NGRAM))
-    indexes = []
-    for name in SOURCES:
-        # One pass per source: bad rows, keys, n-gram check, and each row's train-ready line spilled for the export.
-        scan = scan_file(name, root / f"{name}.jsonl", on_error="skip", eval_index=index, spill=out / f".{name}.spill")
-        indexes.append(scan.index)
+    # One pass per source (bad rows, keys, n-gram check, each row's train-ready line spilled for the export), the
+    # sources side by side on the machine's cores.
+    jobs = [dict(source=name, path=root / f"{name}.jsonl", on_error="skip", spill=out / f".{name}.spill")
+            for name in SOURCES]
+    indexes = [scan.index for scan in scan_files(jobs, index, workers=WORKERS)]
     dups = dedup_indexes(indexes)
     kept = {}
     for ix in indexes:
@@ -172,17 +175,41 @@ def worker(kind: str, root: Path) -> None:
     print(json.dumps(result))
 
 
-def measure(kind: str, root: Path) -> None:
-    """The only child of this process is the worker, so RUSAGE_CHILDREN is that worker's peak alone."""
+def _tree_rss(proc) -> int:
+    import psutil
+
+    total = 0
+    for p in [proc] + proc.children(recursive=True):
+        try:
+            total += p.memory_full_info().pss  # forked workers share pages with their parent: count each once
+        except psutil.Error:  # a process that just ended
+            pass
+    return total
+
+
+def measure(kind: str, root: Path, workers: int) -> None:
+    """The worker (and the processes it forks) are this process's only children, so RUSAGE_CHILDREN is their CPU
+    time alone. Memory: the largest sum of PSS (shared pages split between the processes sharing them) over the
+    worker's process tree, sampled every 20 ms, and ru_maxrss (the largest single process) as a floor for what
+    sampling might miss."""
+    import psutil
+
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--worker", kind, str(root)], capture_output=True, text=True)
+    proc = subprocess.Popen([sys.executable, __file__, "--worker", kind, str(root), "--workers", str(workers)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ps, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss(ps))
+        time.sleep(0.02)
+    out, err = proc.communicate()
     wall = time.perf_counter() - t0
     if proc.returncode:
-        sys.exit(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+        sys.exit(f"{kind} worker failed:\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     # CPU seconds as well as wall: on a shared machine they say more about the work than the wall clock does.
-    result.update(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mb=usage.ru_maxrss / 1024)
+    result.update(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime,
+                  peak_rss_mb=max(peak, usage.ru_maxrss * 1024) / 2**20)
     print(json.dumps(result))
 
 
@@ -192,13 +219,16 @@ def main() -> None:
     p.add_argument("--eval", type=int, default=10_000)
     p.add_argument("--only", choices=["sftmix", "pandas"], help="run one pipeline (no comparison)")
     p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--workers", type=int, default=None, help="processes for sftmix's scan (default: all cores)")
     p.add_argument("--worker", nargs=2, metavar=("KIND", "DIR"), help=argparse.SUPPRESS)
     p.add_argument("--measure", nargs=2, metavar=("KIND", "DIR"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    global WORKERS
+    WORKERS = args.workers or os.cpu_count() or 1
     if args.worker:
         return worker(args.worker[0], Path(args.worker[1]))
     if args.measure:
-        return measure(args.measure[0], Path(args.measure[1]))
+        return measure(args.measure[0], Path(args.measure[1]), WORKERS)
 
     with tempfile.TemporaryDirectory(prefix="sftmix-compose-") as tmp:
         root = Path(tmp)
@@ -208,8 +238,8 @@ def main() -> None:
               f"{data['eval']:,} eval items, planted {data['planted']} in {time.perf_counter() - t0:.0f}s")
         results = {}
         for kind in [args.only] if args.only else ["sftmix", "pandas"]:
-            proc = subprocess.run([sys.executable, __file__, "--measure", kind, str(root)], capture_output=True,
-                                  text=True)
+            proc = subprocess.run([sys.executable, __file__, "--measure", kind, str(root), "--workers", str(WORKERS)],
+                                  capture_output=True, text=True)
             if proc.returncode:
                 sys.exit(proc.stderr or proc.stdout)
             results[kind] = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -195,3 +195,29 @@ def test_scan_file_runs_bad_rows_filters_labels_decontam_and_spill_in_one_pass(t
     assert ix.removed[0]["item"] == "g-0"
     out = export_rows([(ix, ix.kept_rows())], tmp_path / "mix.jsonl")
     assert [e.messages[0]["content"] for e in load_file(out)] == ["Write add in Python.", "Name a colour.", "Name a fruit."]
+
+
+def test_scan_files_in_worker_processes_equal_scanning_in_turn(tmp_path):
+    """Forked workers keep the parent's string-hash salt, so the eval index still matches in them."""
+    import json
+
+    from sftmix.data.dedup import scan_files
+
+    index = EvalIndex.build({"gsm8k": [chat(QUESTION, "#### 72", id="g-0")]})
+    jobs = []
+    for k in range(3):
+        rows = [{"instruction": f"Item {i} of file {k}: name a colour.", "output": "Blue."} for i in range(40)]
+        rows[7] = {"instruction": QUESTION, "output": "72"}  # contaminated in every file
+        rows[9] = rows[3]  # a duplicate inside each file
+        path = tmp_path / f"s{k}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        jobs.append({"source": f"s{k}", "path": path})
+
+    def figures(scans):
+        return [(s.index.source, s.index.rows.tolist(), s.index.keys.tolist(), s.index.keep.tolist(),
+                 [r["item"] for r in s.index.removed]) for s in scans]
+
+    serial = scan_files(jobs, index, workers=1)
+    parallel = scan_files(jobs, index, workers=2)
+    assert figures(parallel) == figures(serial)
+    assert [r[4] for r in figures(parallel)] == [["g-0"]] * 3  # the contaminated row was found in every worker

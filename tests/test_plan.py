@@ -118,3 +118,17 @@ def test_k_rounding_to_zero_rows_is_a_clear_error(tmp_path):
 
     with pytest.raises(StudyError, match="rounds to 0 rows"):
         plan_of(tmp_path, "amounts: [1/4]\nstrategies: [{name: dmt, params: {k: 1/256}}]\n")
+
+
+def test_every_manifest_counts_tokens_under_its_models_tokenizer(tmp_path):
+    from sftmix.models import load_tokenizer
+    from sftmix.train.tokenize import render
+
+    plan = plan_of(tmp_path, "amounts: [1/4]\nstrategies: [multitask]\n")
+    (stage,) = plan.stages.values()
+    m = stage.mixture.manifest
+    tok = load_tokenizer("tiny")
+    want = {name: sum(len(tok(render(tok, e.messages), add_special_tokens=False)["input_ids"])
+                      for e in stage.mixture.examples if e.meta["source"] == name) for name in m["sources"]}
+    assert {name: info["tokens"] for name, info in m["sources"].items()} == want
+    assert m["tokens"] == sum(want.values()) > 0 and m["tokenizer"] == "tiny"

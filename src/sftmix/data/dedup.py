@@ -487,6 +487,27 @@ def scan_file(
     return SourceScan(index, report, dict(removed), dict(counts))
 
 
+def _scan_job(job: dict) -> SourceScan:
+    return scan_file(**job)
+
+
+def scan_files(jobs: list[dict], eval_index: EvalIndex | None = None, workers: int | None = None) -> list[SourceScan]:
+    """`scan_file(**job, eval_index=...)` for each job, one process per file at a time on up to `workers` cores (all
+    of them by default), in the order given. Sources are independent until cross-source dedup, so this is where the
+    cores pay. Worker processes are forked: an EvalIndex's word hashes are salted per interpreter, and a forked
+    child keeps its parent's salt (a spawned one would not). Where fork is missing, the files are scanned in turn."""
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [dict(job, eval_index=eval_index) for job in jobs]
+    workers = min(len(jobs), workers or os.cpu_count() or 1)
+    if workers <= 1 or "fork" not in mp.get_all_start_methods():
+        return [scan_file(**job) for job in jobs]
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        return list(pool.map(_scan_job, jobs))
+
+
 def export_rows(parts: Iterable[tuple[SourceIndex, Iterable[int]]], path: str | Path, fmt: str = "messages") -> Path:
     """Write the chosen rows (row numbers, in the order given, so a sampled order is kept) of each spilled index as
     train-ready JSONL, atomically. Messages lines are copied as spilled; alpaca and sharegpt are converted."""

@@ -129,9 +129,11 @@ class Mixture:
 
 
 def build_mixture(parts, sources: dict[str, list[Example]], seed: int, upsample: set[str] | None = None,
-                  count_tokens: Callable[[Example], int] | None = None, prep: dict | None = None) -> Mixture:
+                  count_tokens: Callable[[Example], int] | None = None, prep: dict | None = None,
+                  tokenizer: str | None = None) -> Mixture:
     """`parts`: strategies.Part objects; one source may appear in several parts (e.g. DMT's replay of stage-1 data
     is a prefix of the same rows): the rows of all its parts are merged as their union's largest prefix.
+    `count_tokens` counts a row's tokens under `tokenizer` (a model name), for token budgets and the manifest.
     `prep` (source -> what loading, filters, dedup and decontamination did) is copied into the manifest."""
     upsample = upsample or set()
     by_source: dict[str, list] = {}
@@ -168,6 +170,9 @@ def build_mixture(parts, sources: dict[str, list[Example]], seed: int, upsample:
         "sources": per_source,
         "row_ids": [e.id for e in examples],
     }
+    if count_tokens is not None:
+        manifest["tokens"] = sum(info["tokens"] for info in per_source.values())
+        manifest["tokenizer"] = tokenizer
     return Mixture(examples, manifest)
 
 

@@ -270,7 +270,6 @@ def make_plan(sf: StudyFile, sources: dict[str, list[Example]] | None = None, wi
         sources, prep = load_sources(sf, tasks)
     grid = cells(sf, sources)
     upsample = {n for n, src in s.sources.items() if src.upsample}
-    needs_tokens = s.amount_unit == "tokens" or (s.mix and s.mix.unit == "tokens") or (s.pool and s.pool.unit == "tokens")
     counters: dict = {}
     runs: list[Run] = []
     seen_runs: set[str] = set()
@@ -282,7 +281,7 @@ def make_plan(sf: StudyFile, sources: dict[str, list[Example]] | None = None, wi
         if s.evaluation.base:
             runs.append(Run(base_id, f"base {model.name}" if len(s.models) == 1 else f"{model.name}: base",
                             model, "base", [], 0.0, 0, base_id=base_id))
-        count = _token_counter(model, counters) if needs_tokens else None
+        count = _token_counter(model, counters)  # token budgets, and every manifest's token counts under this model
         for si, strat in enumerate(s.strategies):
             names = strat.sources or list(s.sources)
             params_all = dict(strat.params) | ({"stages": strat.stages} if strat.stages is not None else {})
@@ -301,7 +300,7 @@ def make_plan(sf: StudyFile, sources: dict[str, list[Example]] | None = None, wi
                             parent, chain = None, []
                             for idx, spec in enumerate(specs):
                                 try:
-                                    mix = build_mixture(spec.parts, sources, s.data_seed, upsample, count, prep)
+                                    mix = build_mixture(spec.parts, sources, s.data_seed, upsample, count, prep, model.name)
                                 except DataError as e:
                                     raise StudyError(f"{sf.path or 'study'}: {c.label}, stage {idx + 1} of "
                                                      f"{strat.name}: {e}") from None
