@@ -9,7 +9,7 @@ import torch
 
 from sftmix.errors import SftmixError
 from sftmix.evaluate.engine import Engine
-from sftmix.evaluate.generate import Endpoint, chat_ids, cut_at_stop, generate, generate_hf
+from sftmix.evaluate.generate import Endpoint, chat_ids, cut_at_stop, generate, generate_hf, generate_many
 from sftmix.evaluate.settings import GenSettings
 from sftmix.models import load_model, load_tokenizer
 
@@ -136,6 +136,48 @@ def test_stop_strings_cut_and_end_generation_early(model, tok):
     assert cut[0][0] == text[: text.index(stop)].strip()
     assert all(stop not in c[0] for c in cut)
     assert stats["generated_tokens"] < hf_stats["generated_tokens"]  # the engine stopped, HF ran on
+
+
+def test_tasks_generated_together_equal_each_task_alone(model, tok):
+    """Three greedy "tasks" with their own max_new_tokens and stop strings share one engine run; a sampled one runs
+    on its own. Every result equals its task generated alone (and HF's), and the shared run keeps rows busy."""
+    free = generate(model, tok, convs(5, seed=21), GenSettings(max_new_tokens=24), progress=False)
+    text = free[0][0]
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
+    assert stop.strip()
+    jobs = [(convs(7, seed=20), GenSettings(max_new_tokens=6)),
+            (convs(5, seed=21), GenSettings(max_new_tokens=24, stop=(stop,))),
+            (convs(4, seed=22, system="Be brief."), GenSettings(max_new_tokens=40)),
+            (convs(3, seed=23), GenSettings(max_new_tokens=8, n=2, do_sample=True, temperature=1.0, seed=5))]
+    stats: dict = {}
+    together = generate_many(model, tok, jobs, batch_size=6, progress=False, stats=stats)
+    alone = [generate(model, tok, c, s, batch_size=6, progress=False) for c, s in jobs]
+    assert together == alone
+    assert together[1][0][0] == text[: text.index(stop)].strip()
+    for (c, s), got in zip(jobs[:3], together[:3]):
+        assert got == generate_hf(model, tok, c, s, batch_size=6, progress=False)
+    assert stats["sequences"] == 16 and stats["decode_rows"] == stats["generated_tokens"] - stats["sequences"]
+
+
+def test_one_tasks_stop_string_does_not_end_anothers_sequences(model, tok):
+    a = convs(4, seed=31)
+    free = generate(model, tok, a, GenSettings(max_new_tokens=24), progress=False)
+    stop = free[0][0][len(free[0][0]) // 2 :][:3]
+    assert stop.strip()
+    got = generate_many(model, tok, [(a, GenSettings(max_new_tokens=24)),
+                                     (convs(3, seed=32), GenSettings(max_new_tokens=24, stop=(stop,)))],
+                        batch_size=8, progress=False)
+    assert got[0] == free and stop in got[0][0][0]
+
+
+def test_slots_are_lowered_to_fit_the_cache_budget(model, tok):
+    prompts = chat_ids(tok, convs(6, seed=41))
+    stop = [tok.eos_token_id]
+    full, _ = Engine(model, stop, slots=6, pad_id=tok.pad_token_id).run(prompts, 12)
+    small = Engine(model, stop, slots=6, pad_id=tok.pad_token_id, max_cache_bytes=1)
+    got, stats = small.run(prompts, 12)
+    assert small.slots == 1 and got == full
+    assert stats.decode_steps == stats.decode_rows  # one row per step
 
 
 def test_cut_at_stop_takes_the_stop_that_completes_first():

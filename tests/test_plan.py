@@ -132,3 +132,20 @@ def test_every_manifest_counts_tokens_under_its_models_tokenizer(tmp_path):
                       for e in stage.mixture.examples if e.meta["source"] == name) for name in m["sources"]}
     assert {name: info["tokens"] for name, info in m["sources"].items()} == want
     assert m["tokens"] == sum(want.values()) > 0 and m["tokenizer"] == "tiny"
+
+
+def test_max_new_tokens_inside_task_params_is_honoured_and_twice_is_an_error(tmp_path):
+    from sftmix.errors import StudyError
+
+    p = tmp_path / "s.yaml"
+    p.write_text(BASE.replace("evaluation: {tasks: [math], limit: 4}",
+                              "evaluation: {tasks: [{name: math, params: {max_new_tokens: 33}}], limit: 4}")
+                 + "amounts: [1]\n")
+    from sftmix.study.plan import build_tasks
+
+    assert build_tasks(load_study(p))[0].gen.max_new_tokens == 33
+    p.write_text(BASE.replace("evaluation: {tasks: [math], limit: 4}",
+                              "evaluation:\n  tasks: [{name: math, max_new_tokens: 40, params: {max_new_tokens: 33}}]")
+                 + "amounts: [1]\n")
+    with pytest.raises(StudyError, match=r"s.yaml:\d+.*max_new_tokens is given twice"):
+        build_tasks(load_study(p))

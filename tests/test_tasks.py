@@ -236,3 +236,13 @@ def test_gsm8k_through_datasets(gsm_files, tmp_path):
     assert len(t.items) == 4 and t.items[0].meta["answer"] == "4"
     with pytest.raises(SftmixError, match="task gsm8k: cannot load dataset"):
         make_task("gsm8k", dataset=str(d), split="validation")
+
+
+def test_max_new_tokens_that_is_not_a_positive_integer_is_a_clear_error():
+    from sftmix.errors import SftmixError
+    from sftmix.evaluate.tasks import make_task
+
+    for bad in ("abc", 0, 2.5, True):
+        with pytest.raises(SftmixError, match="task math: max_new_tokens must be an integer"):
+            make_task("math", limit=2, max_new_tokens=bad)
+    assert make_task("math", limit=2, max_new_tokens=7).gen.max_new_tokens == 7

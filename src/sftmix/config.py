@@ -179,7 +179,7 @@ class JudgeConfig(_Strict):
 class EvaluationConfig(_Strict):
     tasks: list[TaskConfig] = Field(default_factory=lambda: [TaskConfig(name=n) for n in ("math", "code", "general")])
     limit: int | None = Field(100, gt=0, description="items per task (None: all)")
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(64, gt=0, description="sequences decoded at once (the engine lowers it to fit its cache)")
     base: bool = Field(True, description="also evaluate each model before SFT")
     code_timeout: float = Field(5.0, gt=0)
     after_each_stage: bool = Field(False, description="also evaluate every intermediate stage (forgetting)")

@@ -25,6 +25,7 @@ sliding-window or non-attention layers, or other attention kernels, are left to 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -32,7 +33,9 @@ from typing import Callable
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+log = logging.getLogger(__name__)
 MIN_SHARED_PREFIX = 4  # shorter common prefixes are not worth a separate forward
+GROUP_MIN_LENGTH = 0.8  # a prefill group takes prompts down to this fraction of its longest one
 
 
 # ------------------------------------------------------------------------------------------------------- cache
@@ -202,10 +205,12 @@ def _common_prefix(prompts: list[list[int]]) -> int:
 class Engine:
     """Generate token ids for many prompts with continuous batching. `slots` rows decode at once."""
 
-    def __init__(self, model, stop_ids: list[int], slots: int = 32, pad_id: int = 0, max_prefill_tokens: int = 4096):
+    def __init__(self, model, stop_ids: list[int], slots: int = 32, pad_id: int = 0, max_prefill_tokens: int = 4096,
+                 max_cache_bytes: int = 4 << 30):
         self.model = model
         self.stop_ids = set(stop_ids)
-        self.slots = max(1, slots)
+        self.slots = self.max_slots = max(1, slots)
+        self.max_cache_bytes = max_cache_bytes
         self.pad_id = pad_id
         self.max_prefill_tokens = max_prefill_tokens
         self.device = next(model.parameters()).device
@@ -215,14 +220,22 @@ class Engine:
 
     # ---------------------------------------------------------------------------------------------- public
 
-    def run(self, prompts: list[list[int]], max_new_tokens: int, n: int = 1, do_sample: bool = False,
+    def run(self, prompts: list[list[int]], max_new_tokens: int | list[int], n: int = 1, do_sample: bool = False,
             temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-            stop_check: Callable[[list[int]], bool] | None = None,
+            stop_check: Callable[[list[int]], bool] | list | None = None,
             on_finish: Callable[[int], None] | None = None) -> tuple[list[list[list[int]]], EngineStats]:
         """For each prompt, `n` lists of generated ids (a stop token ends a list and is not included).
-        `stop_check(ids)` ends a sequence early (text stop strings); `on_finish(k)` reports k finished sequences."""
-        self.max_new, self.do_sample, self.temperature, self.top_p = max_new_tokens, do_sample, temperature, top_p
-        self.stop_check, self.on_finish = stop_check, on_finish
+        `stop_check(ids)` ends a sequence early (text stop strings); `on_finish(k)` reports k finished sequences.
+        `max_new_tokens` and `stop_check` may also be lists, one per prompt: prompts of several tasks then share
+        one run, so the batch stays full where one task's prompts would leave it to a few long stragglers."""
+        per_prompt = isinstance(max_new_tokens, (list, tuple))
+        self.max_new = list(max_new_tokens) if per_prompt else [max_new_tokens] * len(prompts)
+        checks = stop_check if isinstance(stop_check, (list, tuple)) else [stop_check] * len(prompts)
+        if len(self.max_new) != len(prompts) or len(checks) != len(prompts):
+            raise ValueError("max_new_tokens and stop_check lists need one entry per prompt")
+        self.stop_checks = checks
+        self.do_sample, self.temperature, self.top_p = do_sample, temperature, top_p
+        self.on_finish = on_finish
         stats = self.stats = EngineStats(sequences=len(prompts) * n, prompt_tokens=sum(map(len, prompts)))
         t0 = time.perf_counter()
         if not prompts:
@@ -246,10 +259,17 @@ class Engine:
         if self.P < MIN_SHARED_PREFIX:
             self.P = 0
         stats.shared_prefix_tokens = self.P
-        longest = max(len(p) for p in prompts) - self.P
-        span = self.P + longest + max_new_tokens + 1  # the most columns one row ever needs
+        span = max(len(p) + m for p, m in zip(prompts, self.max_new)) + 1  # the most columns one row ever needs
         # Slack columns let `hi` run on; when it reaches the end the active window slides back to column 0.
-        self.pool = SlotCache(self.slots, span + max(32, span // 4))
+        capacity = span + max(32, span // 4)
+        # As many slots as asked, as long as their keys and values fit the cache budget (a large model's long rows
+        # would otherwise take more memory than the machine has).
+        fit = self.max_cache_bytes // (capacity * self._column_bytes())
+        self.slots = max(1, min(self.max_slots, len(prompts) * n, fit))
+        if fit < min(self.max_slots, len(prompts) * n):
+            log.info("sftmix engine: %d sequences at once, not %d: their keys and values fit a %.1f GiB cache",
+                     self.slots, self.max_slots, self.max_cache_bytes / 2**30)
+        self.pool = SlotCache(self.slots, capacity)
         self.valid = torch.zeros((self.slots, self.pool.capacity), dtype=torch.bool, device=self.device)
         self.slot_seq: list[int] = []  # sequence held by each active slot
         self.slot_pos: list[int] = []  # position id of each active slot's next token
@@ -263,7 +283,9 @@ class Engine:
                 free = self.slots - len(self.slot_seq)
                 # Refill when a few slots are free (or the batch ran dry): fewer, fuller prefill forwards.
                 if self.queue and (free >= max(1, self.slots // 8) or not self.slot_seq or len(self.queue) <= free):
-                    self._admit(free)
+                    while self.queue and free > 0:  # one prefill forward per group of similar lengths
+                        self._admit(free)
+                        free = self.slots - len(self.slot_seq)
                 if self.slot_seq:
                     self._decode()
         stats.seconds = time.perf_counter() - t0
@@ -273,6 +295,14 @@ class Engine:
         return out, stats
 
     # ---------------------------------------------------------------------------------------------- helpers
+
+    def _column_bytes(self) -> int:
+        """Bytes of keys and values one slot holds per column, over all layers."""
+        cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        heads = cfg.num_attention_heads
+        kv = getattr(cfg, "num_key_value_heads", None) or heads
+        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        return cfg.num_hidden_layers * 2 * kv * dim * torch.finfo(self.dtype).bits // 8
 
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, pool: SlotCache | None = None):
         if self.float_mask:  # eager attention adds its mask to the scores
@@ -350,7 +380,9 @@ class Engine:
             if p not in uniq:
                 cost = len(self.prompts[p]) - self.P
                 longest = max([cost] + [len(self.prompts[u]) - self.P for u in uniq])
-                if uniq and longest * (len(uniq) + 1) > budget:
+                # A group ends at the token budget, or where the next prompt is so much shorter than the group's
+                # longest that its padding would cost more than a forward of its own.
+                if uniq and (longest * (len(uniq) + 1) > budget or cost < GROUP_MIN_LENGTH * longest):
                     break
                 uniq.append(p)
             take.append(self.queue.pop())
@@ -461,7 +493,8 @@ class Engine:
                 finished.append(r)
                 continue
             s.gen.append(t)
-            if len(s.gen) >= self.max_new or (self.stop_check is not None and self.stop_check(s.gen)):
+            check = self.stop_checks[s.prompt]
+            if len(s.gen) >= self.max_new[s.prompt] or (check is not None and check(s.gen)):
                 finished.append(r)
         for r in sorted(finished, reverse=True):
             self._release(r)

@@ -108,7 +108,7 @@ def generate(model, tok, conversations: list[list[dict]], settings: GenSettings,
     if backend == "hf":
         return generate_hf(model, tok, conversations, settings, batch_size, progress, desc, stats=stats)
 
-    from .engine import Engine, supported
+    from .engine import supported
 
     why = supported(model)
     if why:
@@ -116,20 +116,76 @@ def generate(model, tok, conversations: list[list[dict]], settings: GenSettings,
         return generate_hf(model, tok, conversations, settings, batch_size, progress, desc, stats=stats)
     prompts = chat_ids(tok, conversations)
     stop_check = _stop_checker(tok, settings.stop) if settings.stop else None
+    ids, st = _run_engine(model, tok, prompts, settings.max_new_tokens, settings, stop_check, batch_size, progress,
+                          desc)
+    if stats is not None:
+        stats.update(st.figures())
+    return [[finish(tok.decode(g, skip_special_tokens=True), settings) for g in per] for per in ids]
+
+
+def _run_engine(model, tok, prompts, max_new, settings: GenSettings, stop_check, batch_size: int, progress: bool,
+                desc: str):
+    from .engine import Engine
+
     bar = _bar(progress, len(prompts) * settings.n, desc)
     model.eval()
     engine = Engine(model, stop_token_ids(tok), slots=batch_size,
                     pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
     try:
-        ids, st = engine.run(prompts, settings.max_new_tokens, n=settings.n, do_sample=settings.do_sample,
-                             temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed,
-                             stop_check=stop_check, on_finish=bar.update if bar else None)
+        return engine.run(prompts, max_new, n=settings.n, do_sample=settings.do_sample,
+                          temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed,
+                          stop_check=stop_check, on_finish=bar.update if bar else None)
     finally:
         if bar:
             bar.close()
-    if stats is not None:
-        stats.update(st.figures())
-    return [[finish(tok.decode(g, skip_special_tokens=True), settings) for g in per] for per in ids]
+
+
+def _sampling(settings: GenSettings) -> tuple:
+    return (settings.n, settings.do_sample, settings.temperature, settings.top_p, settings.seed)
+
+
+def generate_many(model, tok, jobs: list[tuple[list[list[dict]], GenSettings]], batch_size: int = 16,
+                  progress: bool = True, desc: str = "generate", backend: str = "engine",
+                  stats: dict | None = None) -> list[list[list[str]]]:
+    """`generate` for several tasks at once: [(conversations, settings), ...] -> one result per job, each equal to
+    what `generate` gives for that job alone. On the engine, greedy jobs (whatever their max_new_tokens and stop
+    strings) share one run, so that one task's last long sequences decode beside the next task's prompts instead
+    of alone. Sampled jobs run on their own: their seeds are tied to the prompt's place in its own task."""
+    out: list = [None] * len(jobs)
+    shared = []
+    for i, (convs, settings) in enumerate(jobs):
+        _check(settings, backend)
+        if backend == "engine" and not settings.do_sample and settings.n == 1 and convs:
+            shared.append(i)
+        else:
+            out[i] = generate(model, tok, convs, settings, batch_size, progress, desc, backend, stats=None)
+    if len(shared) == 1:
+        i = shared[0]
+        out[i] = generate(model, tok, jobs[i][0], jobs[i][1], batch_size, progress, desc, backend, stats=stats)
+    elif shared:
+        from .engine import supported
+
+        if supported(model):
+            for i in shared:
+                out[i] = generate(model, tok, jobs[i][0], jobs[i][1], batch_size, progress, desc, backend)
+            return out
+        prompts, max_new, checks, owner = [], [], [], []
+        for i in shared:
+            convs, settings = jobs[i]
+            ids = chat_ids(tok, convs)
+            check = _stop_checker(tok, settings.stop) if settings.stop else None
+            prompts += ids
+            max_new += [settings.max_new_tokens] * len(ids)
+            checks += [check] * len(ids)
+            owner += [i] * len(ids)
+        ids, st = _run_engine(model, tok, prompts, max_new, GenSettings(), checks, batch_size, progress, desc)
+        if stats is not None:
+            stats.update(st.figures())
+        for i in shared:
+            out[i] = []
+        for j, per in zip(owner, ids):
+            out[j].append([finish(tok.decode(g, skip_special_tokens=True), jobs[j][1]) for g in per])
+    return out
 
 
 def generate_hf(model, tok, conversations: list[list[dict]], settings: GenSettings, batch_size: int = 16,

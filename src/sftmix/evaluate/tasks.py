@@ -129,8 +129,8 @@ def make_task(name: str, limit: int | None = None, max_new_tokens: int | None = 
 
 def _gen_settings(name: str, gen: GenSettings, max_new_tokens: int | None, p: dict) -> GenSettings:
     changes: dict = {}
-    if max_new_tokens:
-        changes["max_new_tokens"] = max_new_tokens
+    if max_new_tokens is not None:
+        changes["max_new_tokens"] = int_param(name, "max_new_tokens", max_new_tokens, 1)
     if "samples" in p:
         changes["n"] = int_param(name, "samples", p["samples"], 1)
         changes["do_sample"] = changes["n"] > 1 or gen.do_sample

@@ -107,6 +107,72 @@ def _sections(out: Path, stages: list[dict], stage_scores: list[dict], scores: l
     return sections
 
 
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return buf.getvalue()
+
+
+def _analysis_sections(out: Path, scores: list[dict], items: list[dict]) -> list[dict]:
+    """The papers' questions with their statistics (report/analysis.py), each also a CSV under tables/."""
+    from . import analysis
+
+    sections = []
+    ivs = analysis.intervals(scores, items)
+    if ivs:
+        atomic_write(out / "tables" / "intervals.csv", _csv([
+            {k: (";".join(v) if isinstance(v, list) else v) for k, v in r.items()} for r in ivs]))
+    st = analysis.strategy_table(scores, items)
+    if st:
+        atomic_write(out / "tables" / "strategies.csv", _csv(st.pop("csv")))
+        sections.append({"id": "strategies", "title": "Strategies (RQ4)", "figures": [], "tables": [st],
+                         "note": "Runs at the study's largest amount. Intervals: bootstrap over items (and seeds). Paired tests "
+                                 "are over items; with several seeds, each side is the mean of its seeds."})
+    mv = analysis.mixed_vs_single(scores, items)
+    if mv:
+        rows = [[r["model"], r["ability"], r["mixed"], f"{r['amount']:g}", f"{100 * r['cmp'].diff:+.1f}",
+                 f"[{100 * r['cmp'].lo:+.1f}, {100 * r['cmp'].hi:+.1f}]", f"{r['p_holm']:.3g}",
+                 "yes" if r["p_holm"] < 0.05 else "no", str(r["cmp"].items), str(r["seeds"])] for r in mv["rows"]]
+        atomic_write(out / "tables" / "mixed_vs_single.csv", _csv([
+            {"model": r["model"], "ability": r["ability"], "mixed": r["mixed"], "amount": r["amount"],
+             "diff": r["cmp"].diff,
+             "lo": r["cmp"].lo, "hi": r["cmp"].hi, "p": r["cmp"].p, "p_holm": r["p_holm"], "items": r["cmp"].items,
+             "seeds": r["seeds"]} for r in mv["rows"]]))
+        cross = "; ".join(f"{a} ({m}): {'none' if x is None else f'{x:g}'}" for (m, a), x in sorted(mv["crossover"].items()))
+        cross = cross or "not drawn (several mixed recipes per ability)"
+        sections.append({"id": "mixed", "title": "Mixed vs single source (RQ2)", "figures": [], "tables": [{
+            "caption": "Multi-task minus single-source score on the source's own ability, paired on the same items "
+                       "(points; p Holm-corrected over the table)",
+            "columns": ["model", "ability", "mixed run", "amount", "difference", "95% interval", "p (Holm)", "significant",
+                        "items", "seeds"], "rows": rows}],
+            "note": f"Crossover amount, where mixing's effect changes sign: {cross}."})
+    fits = analysis.scaling_fits_of(ivs)
+    if fits:
+        rows, csv_rows = [], []
+        for f in fits:
+            cells = []
+            for kind in ("log", "power"):
+                fit, h = f[kind], f[f"{kind}_holdout"]
+                cells += [fit.formula() if fit else "–",
+                          f"{100 * h['error']:+.1f}" if h else "–"]
+                csv_rows.append({"model": f["model"], "recipe": f["recipe"], "ability": f["ability"], "fit": kind,
+                                 "params": ";".join(f"{p:.6g}" for p in fit.params) if fit else "",
+                                 "rmse": fit.rmse if fit else "", "holdout_amount": h["amount"] if h else "",
+                                 "holdout_error": h["error"] if h else ""})
+            rows.append([f["model"], f["recipe"], f["ability"], str(f["amounts"]), *cells])
+        atomic_write(out / "tables" / "fits.csv", _csv(csv_rows))
+        sections.append({"id": "fits", "title": "Scaling fits (RQ1)", "figures": [], "tables": [{
+            "caption": "Score against amount x: log fit and saturating power law; error (points) of each predicting "
+                       "the largest amount when fitted to the smaller ones",
+            "columns": ["model", "recipe", "ability", "amounts", "log fit", "log: error at largest",
+                        "power fit", "power: error at largest"], "rows": rows}],
+            "note": "A power law needs three amounts below the largest to be checked this way."})
+    return sections
+
+
 def write_report(out_dir: str | Path, scores: list[dict], items: list[dict], study: dict,
                  stages: list[dict] | None = None, stage_scores: list[dict] | None = None) -> Path:
     """Write the study report under `out_dir` and return the path of report.html. `stages` (store rows, `info`
@@ -137,7 +203,7 @@ def write_report(out_dir: str | Path, scores: list[dict], items: list[dict], stu
         output_dir=str(study.get("output_dir") or ""), config_yaml=study.get("config_yaml") or "",
         header=header, figures=figures, columns=columns, rows=rows, best=best,
         samples=_html.pick_samples(scores, items or []),
-        sections=_sections(out, stages or [], stage_scores or [], scores))
+        sections=_analysis_sections(out, scores, items or []) + _sections(out, stages or [], stage_scores or [], scores))
     # written last: a report.html on disk means every other file of this report is in place
     path = out / "report.html"
     atomic_write(path, page)

@@ -112,8 +112,17 @@ class Plan:
 def build_tasks(sf: StudyFile) -> list[Task]:
     s = sf.study
     tasks = []
-    for t in s.evaluation.tasks:
+    for i, t in enumerate(s.evaluation.tasks):
         params = dict(t.params)
+        max_new = t.max_new_tokens
+        if "max_new_tokens" in params:  # written inside params: the same setting as the task's own max_new_tokens
+            inner = params.pop("max_new_tokens")
+            where = ("evaluation", "tasks", i, "params", "max_new_tokens")
+            if max_new is not None:
+                raise sf.error(where, "max_new_tokens is given twice, beside params and inside; keep one")
+            if isinstance(inner, bool) or not isinstance(inner, int) or inner < 1:
+                raise sf.error(where, f"expected a positive integer, got {inner!r}")
+            max_new = inner
         # A built-in task evaluates at the difficulty its built-in source was trained at, unless told otherwise.
         for src in s.sources.values():
             if src.builtin == t.name:
@@ -122,7 +131,7 @@ def build_tasks(sf: StudyFile) -> list[Task]:
             params.setdefault("timeout", s.evaluation.code_timeout)
         if getattr(s.evaluation, "judge", None) is not None and t.name in ("mtbench", "belle"):
             params.setdefault("judge", s.evaluation.judge.model_dump())
-        tasks.append(make_task(t.name, limit=t.limit or s.evaluation.limit, max_new_tokens=t.max_new_tokens, **params))
+        tasks.append(make_task(t.name, limit=t.limit or s.evaluation.limit, max_new_tokens=max_new, **params))
     return tasks
 
 

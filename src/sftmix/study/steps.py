@@ -137,9 +137,27 @@ def evaluate_checkpoint(run: Run, checkpoint: str, tasks: list[Task], out: Path,
     if model is None:
         model, tok = load_checkpoint(run, checkpoint, out)
     out_scores = {}
+    # Greedy tasks that generate once (not multi-turn or sampled ones) share one generation pass: it keeps the
+    # batch full. Their time is split by items; sampled and multi-turn tasks are timed on their own.
+    plain = [t for t in todo if getattr(t, "respond", None) is None and t.gen.n == 1 and not t.gen.do_sample]
+    shared: dict[int, list[list[str]]] = {}
+    gen_seconds = 0.0
+    if len(plain) > 1:
+        from ..evaluate.generate import generate_many
+
+        t0 = time.time()
+        outs = generate_many(model, tok, [([e.prompt_messages for e in t.items], t.gen) for t in plain], batch_size,
+                             progress, desc=f"eval {'+'.join(t.name for t in plain)}")
+        gen_seconds = time.time() - t0
+        shared = {id(t): o for t, o in zip(plain, outs)}
+    total_items = sum(len(t.items) for t in plain) or 1
     for task in todo:
         t0 = time.time()
-        completions = generate_for(model, tok, task, batch_size, progress)
+        if id(task) in shared:
+            completions = shared[id(task)]
+            t0 -= gen_seconds * len(task.items) / total_items  # its share of the shared pass, by items
+        else:
+            completions = generate_for(model, tok, task, batch_size, progress)
         rows, summary = score_rows(task, completions)
         out_scores[task.name] = store.add_eval(eval_id(checkpoint, task), checkpoint, task, task_key(task), rows,
                                                summary, time.time() - t0)

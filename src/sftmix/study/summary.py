@@ -59,7 +59,9 @@ def plan_summary(sf: StudyFile, plan: Plan) -> dict:
             "saved_stages": plan.stage_uses - len(plan.stages), "train_tokens": unique, "naive_tokens": used,
             "saved_tokens": used - unique,
             "flops": sum(6 * params[s.model.name] * tokens[sid] for sid, s in plan.stages.items()),
-            "evaluations": len(plan.runs) * n_eval, "eval_items": (sf.study.evaluation.limit or 0) * n_eval,
+            "evaluations": len(plan.runs) * n_eval,
+            # the tasks' real item counts (a file may hold fewer than the limit); the limit when tasks were not built
+            "eval_items": sum(len(t.items) for t in plan.tasks) if plan.tasks else (sf.study.evaluation.limit or 0) * n_eval,
             "epochs": hp.epochs,
         },
     }
