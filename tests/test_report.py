@@ -152,3 +152,33 @@ def test_judged_task_shows_scores_per_category_and_its_judge(tmp_path):
     assert "Scores per category" in html and "judge: gpt-judge@127.0.0.1" in html
     assert "writing" in html and ">60.0<" in html and ">70.0<" in html  # run b: overall 60.0, writing 70.0
     assert XSS not in html and XSS_ESCAPED in html
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+                 if __import__("os").path.exists(p)), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt install chromium)")
+def test_report_renders_in_headless_chromium_without_errors(rendered, tmp_path):
+    """The report opens from file:// with no network: a real browser lays it out (not blank), runs nothing from
+    model text (the planted <script> stays text) and logs no console error or failed load."""
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    _, path, _ = rendered
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run(flags + ["--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "<table" in dom.stdout and "Scaling curves" in dom.stdout and XSS_ESCAPED in dom.stdout
+    assert "<script>alert(1)</script>" not in dom.stdout  # escaped model text never became an element
+    problems = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line or "net::ERR" in line]
+    assert not problems, problems
+    shot = tmp_path / "report.png"
+    subprocess.run(flags + ["--window-size=1200,1600", f"--screenshot={shot}", path.as_uri()],
+                   capture_output=True, text=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # text and figures, not a blank page
