@@ -168,9 +168,14 @@ class _Seq:
     generator: torch.Generator | None = None
 
 
+def _text_config(model):
+    """The language model's config (a multimodal model nests it)."""
+    return model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+
+
 def supported(model) -> str | None:
     """None if the engine can run `model`; otherwise why not (the caller falls back to HF generate)."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cfg = _text_config(model)
     if getattr(cfg, "is_encoder_decoder", False):
         return "encoder-decoder models are not supported"
     impl = getattr(cfg, "_attn_implementation", None) or "eager"
@@ -214,7 +219,7 @@ class Engine:
         self.pad_id = pad_id
         self.max_prefill_tokens = max_prefill_tokens
         self.device = next(model.parameters()).device
-        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        cfg = _text_config(model)
         self.float_mask = (getattr(cfg, "_attn_implementation", None) or "eager") != "sdpa"
         self.dtype = next(model.parameters()).dtype
 
@@ -298,7 +303,7 @@ class Engine:
 
     def _column_bytes(self) -> int:
         """Bytes of keys and values one slot holds per column, over all layers."""
-        cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        cfg = _text_config(self.model)
         heads = cfg.num_attention_heads
         kv = getattr(cfg, "num_key_value_heads", None) or heads
         dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads

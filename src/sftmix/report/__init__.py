@@ -44,11 +44,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "ability"
 
 
-def _scores_csv(scores: list[dict]) -> str:
+def _csv(rows: list[dict], fields=None) -> str:
+    """CSV text of `rows`; `fields` (default: the first row's keys) are the columns, other keys are left out."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_KEYS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(scores)
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(fields or rows[0]), extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
     return buf.getvalue()
 
 
@@ -105,15 +107,6 @@ def _sections(out: Path, stages: list[dict], stage_scores: list[dict], scores: l
         sections.append({"id": "forgetting", "title": "Forgetting across stages", "note": "Each ability's score "
                          "before SFT and after every stage of the multi-stage runs.", "figures": figs, "tables": []})
     return sections
-
-
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    return buf.getvalue()
 
 
 def _analysis_sections(out: Path, scores: list[dict], items: list[dict]) -> list[dict]:
@@ -196,7 +189,7 @@ def write_report(out_dir: str | Path, scores: list[dict], items: list[dict], stu
     header = {"date": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
               "runs": len({r["run_id"] for r in scores}), "models": len(models), "model_names": models,
               "tasks": len({r["task"] for r in scores})}
-    atomic_write(out / "tables" / "scores.csv", _scores_csv(scores))
+    atomic_write(out / "tables" / "scores.csv", _csv(scores, CSV_KEYS))
     atomic_write(out / "summary.md", _html.render_markdown(study, header, columns, rows, best))
     page = _html.render_html(
         name=str(study.get("name") or "sftmix study"), description=study.get("description") or "",
