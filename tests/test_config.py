@@ -82,6 +82,8 @@ BAD = {
     "invalid yaml": (("amounts: [1/4, 1]", "amounts: [1/4, 1"), ["not valid YAML"]),
     "unknown model": (("models: [tiny]", "models: [gpt-9]"), ["models.0.name", "unknown model 'gpt-9'", "tiny"]),
     "strategy with unknown source": (("strategies: [multitask]", "strategies: [{name: single, sources: [poems]}]"), ["strategies.0.sources", "unknown source 'poems'"]),
+    "strategy amount not in the study's": (("strategies: [multitask]", "strategies: [{name: multitask, amounts: [1/2]}]"), ["strategies.0.amounts.0", "0.5 is not one of the study's amounts (0.25, 1)"]),
+    "strategy amounts without an amounts list": (("amounts: [1/4, 1]\nstrategies: [multitask]", "pool: {totals: [10]}\nstrategies: [{name: multitask, amounts: [1]}]"), ["strategies.0.amounts", "no such list"]),
     "zero amount": (("amounts: [1/4, 1]", "amounts: [0, 1]"), ["amounts.0", "must be > 0"]),
     "division by zero": (("amounts: [1/4, 1]", "amounts: [1/0, 1]"), ["amounts.0", "division by zero"]),
     "unknown chat template": (("models: [tiny]", "models: [{name: tiny, chat_template: llama9}]"), ["models.0.chat_template", "unknown chat template"]),

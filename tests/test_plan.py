@@ -72,9 +72,35 @@ def test_designs_in_examples_plan(capsys):
 
     ex = Path(__file__).parents[1] / "examples"
     for name, expect in {"mini_dmt_ratio": "math 1/16 + code 1/16 + general 1", "mini_code_proportion": "code 25%",
-                         "mini_belle_scaling": "300 rows pooled", "mini_dmt_strategies": "dmt k=1/16"}.items():
+                         "mini_belle_scaling": "300 rows pooled", "mini_dmt_strategies": "dmt k=1/16",
+                         "mini_dmt": "dmt k=1/4 1"}.items():
         assert main(["plan", str(ex / f"{name}.yaml")]) == 0, name
         assert expect in capsys.readouterr().out, name
+
+
+def test_a_strategy_can_be_kept_to_some_amounts_and_still_shares_stages(tmp_path):
+    plan = plan_of(tmp_path, """\
+        amounts: [1/4, 1]
+        strategies:
+          - single
+          - {name: sequential, params: {order: [code, math, general]}, amounts: [1]}
+        """)
+    labels = [r.label for r in plan.runs]
+    assert "sequential 1" in labels and "sequential 1/4" not in labels
+    seq = next(r for r in plan.runs if r.label == "sequential 1")
+    single_code = next(r for r in plan.runs if r.label == "single code 1")
+    assert seq.stages[0].stage_id == single_code.checkpoint_id  # sequential's code stage is `single code 1`
+
+
+def test_labels_name_the_sources_only_where_two_entries_differ_in_them(tmp_path):
+    plan = plan_of(tmp_path, """\
+        amounts: [1]
+        strategies:
+          - {name: multitask, sources: [math, code]}
+          - {name: multitask, sources: [math, general]}
+          - {name: mixed_sequential, sources: [math, code, general]}
+        """)
+    assert [r.label for r in plan.runs][1:] == ["multitask math+code 1", "multitask math+general 1", "mixed_sequential 1"]
 
 
 def test_plan_is_deterministic(tmp_path):

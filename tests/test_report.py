@@ -58,10 +58,16 @@ def test_files_written(rendered, data):
     for _, ability, _ in TASKS:
         png = out / "figures" / f"scaling_{ability}.png"
         assert png.read_bytes().startswith(b"\x89PNG")
+        assert png.with_suffix(".svg").read_bytes().lstrip().startswith(b"<?xml")
     with open(out / "tables" / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(data[0])
     assert {"run_id", "task", "value", "train_tokens"} <= set(rows[0])
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / "tables" / "scores.parquet")
+    assert table.num_rows == len(rows) and table.column_names == list(rows[0])
+    assert table.column("value").to_pylist() == pytest.approx([float(r["value"]) for r in rows])
     assert not [p for p in out.rglob("*.tmp")]
 
 
@@ -138,7 +144,7 @@ def test_rewrite_overwrites_and_failed_write_keeps_old(tmp_path, data, monkeypat
 def test_ability_name_cannot_escape_figures_dir(tmp_path, data):
     scores = [dict(s, ability="../../evil") for s in data[0][:6]]
     write_report(tmp_path / "out", scores, [], {"name": "x"})
-    assert [p.name for p in (tmp_path / "out" / "figures").iterdir()] == ["scaling_evil.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == ["scaling_evil.png", "scaling_evil.svg"]
     assert not list(tmp_path.glob("*.png"))
 
 

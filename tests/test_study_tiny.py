@@ -20,6 +20,7 @@ amounts: [1/4, 1]
 strategies: [multitask, {name: single, sources: [math]}]
 training: {epochs: 2, learning_rate: 3.0e-3, batch_size: 8, max_length: 256}
 evaluation: {tasks: [math, code, general], limit: 6, batch_size: 16, code_timeout: 5}
+report_to: [mlflow, tensorboard]
 """
 
 
@@ -33,8 +34,16 @@ def study_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished(study_file, tmp_path_factory):
+    import os
+
     out = tmp_path_factory.mktemp("out") / "run1"
-    assert main(["run", str(study_file), f"out_dir={out}", "--no-progress"]) == 0
+    old = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the study's own file store under out_dir
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    try:
+        assert main(["run", str(study_file), f"out_dir={out}", "--no-progress"]) == 0
+    finally:
+        if old is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = old
     return out
 
 
@@ -158,3 +167,46 @@ def test_report_keeps_to_the_current_plan(finished, tmp_path):
     finally:
         store.close()
     assert "stale run from an older study" not in (finished / "report.html").read_text()
+
+
+def test_recommend_reads_the_study_and_writes_json(finished, capsys, tmp_path):
+    out_json = tmp_path / "rec.json"
+    assert main(["recommend", str(finished), "--budget", "120", "--weights", "math=2,code=1,general=1",
+                 "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert "Recommended: multitask with" in text and "Rests on: multitask 1/4; multitask 1; base tiny" in text
+    rec = json.loads(out_json.read_text())
+    top = rec["candidates"][0]
+    assert sum(top["allocation"].values()) == 120 and set(top["allocation"]) == {"math", "code", "general"}
+    assert rec["items"] == {"math": 6, "code": 6, "general": 6}
+    for p in [*top["predicted"].values(), top["weighted"]]:
+        assert p["lo"] <= p["score"] <= p["hi"]
+    assert main(["recommend", str(finished), "--budget", "120", "--weights", "maths=1"]) == 2
+    assert "no ability 'maths'" in capsys.readouterr().err
+    assert main(["recommend", str(tmp_path), "--budget", "10"]) == 2
+    assert "no study store" in capsys.readouterr().err
+
+
+def test_report_to_logs_the_real_training_and_scores(finished):
+    """report_to: [mlflow, tensorboard] on a real run: MLflow (its own client, the study's file store) and
+    TensorBoard (its own reader) hold each run's training loss and scores as the store has them."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    client = MlflowClient(tracking_uri=(finished / "mlruns").as_uri())
+    exp = client.get_experiment_by_name("mini")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"base tiny", "multitask 1/4", "multitask 1", "single math 1/4", "single math 1"}
+    (run_id,) = [r[0] for r in db_rows(finished, "SELECT run_id FROM runs WHERE label = 'multitask 1'")]
+    (stage,) = [r[0] for r in db_rows(finished, f"SELECT stages FROM runs WHERE run_id = '{run_id}'")]
+    (info,) = [json.loads(r[0]) for r in db_rows(finished, f"SELECT info FROM stages WHERE stage_id = '{json.loads(stage)[0]}'")]
+    mt = runs["multitask 1"]
+    logged = [m.value for m in sorted(client.get_metric_history(mt.info.run_id, "train/loss"), key=lambda m: m.step)]
+    assert logged == pytest.approx(info["loss"]) and len(logged) > 1
+    scores = dict(db_rows(finished, f"SELECT task, value FROM evals WHERE checkpoint = '{json.loads(stage)[-1]}'"))
+    assert set(scores) == {"math", "code", "general"}
+    for task, value in scores.items():
+        assert mt.data.metrics[f"eval/{task}"] == pytest.approx(value)
+    acc = EventAccumulator(str(finished / "tensorboard" / "multitask-1"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx(info["loss"], rel=1e-6)

@@ -224,20 +224,49 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
-    from .study.runner import write_store_report
+def _open_store(dir_: str):
     from .study.store import Store
 
-    d = Path(args.dir)
-    db = d / "sftmix.db"
+    db = Path(dir_) / "sftmix.db"
     if not db.exists():
-        raise SftmixError(f"{db}: no study store here; run `sftmix run STUDY out_dir={d}` first")
-    store = Store(db)
+        raise SftmixError(f"{db}: no study store here; run `sftmix run STUDY out_dir={dir_}` first")
+    return Store(db)
+
+
+def cmd_report(args) -> int:
+    from .study.runner import write_store_report
+
+    d = Path(args.dir)
+    store = _open_store(args.dir)
     try:
         report = write_store_report(d, store)
     finally:
         store.close()
     print(f"report: {report}")
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    from .report.recommend import parse_weights, recommend, render, to_json
+    from .study.runner import load_results
+
+    store = _open_store(args.dir)
+    try:
+        runs, _, scores, items = load_results(store)
+        manifests = {st["stage_id"]: json.loads(st["manifest"] or "{}") for st in store.stages()}
+        study = store.meta("study") or {}
+    finally:
+        store.close()
+    abilities = sorted({s["ability"] for s in scores})
+    source_ability = {name: src.get("ability") or src.get("builtin") or name
+                      for name, src in (study.get("sources") or {}).items()}
+    rec = recommend(scores, items, runs, manifests, source_ability, args.budget,
+                    parse_weights(args.weights, abilities), args.unit, args.model)
+    print(render(rec))
+    if args.json:
+        from .atomic import atomic_write
+
+        atomic_write(Path(args.json), json.dumps(to_json(rec), indent=1))
     return 0
 
 
@@ -364,6 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write DIR/report.html from DIR/sftmix.db")
     rp.add_argument("dir")
     rp.set_defaults(fn=cmd_report)
+    rc = sub.add_parser("recommend", help="amounts per source and a strategy within a budget, with predicted scores")
+    rc.add_argument("dir", help="a study's output directory")
+    rc.add_argument("--budget", type=int, required=True, help="rows (or tokens, with --unit tokens) to spend")
+    rc.add_argument("--unit", default="rows", choices=["rows", "tokens"])
+    rc.add_argument("--weights", help="ABILITY=W,... how much each ability counts (default: all equal)")
+    rc.add_argument("--model", help="which of the study's models (default: the first)")
+    rc.add_argument("--json", help="also write the recommendation as JSON here")
+    rc.set_defaults(fn=cmd_recommend)
     sv = sub.add_parser("serve", help="an OpenAI-compatible chat server (/v1/chat/completions) over a model or stage")
     sv.add_argument("model", nargs="?", help="tiny, smollm2-135m-instruct, an HF id or a directory (the base with --stage)")
     which = sv.add_mutually_exclusive_group()

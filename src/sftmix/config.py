@@ -117,6 +117,9 @@ class StrategyConfig(_Strict):
     params: dict[str, Any] = {}
     stages: list[dict[str, Any]] | None = Field(None, description="for name: stages, the curriculum")
     label: str | None = None
+    amounts: list[Amount] | None = Field(
+        None, description="run this strategy only at these of the study's amounts (e.g. strategies compared at the "
+                          "full amount while single and multitask sweep all of them)")
 
     @field_validator("params")
     @classmethod
@@ -240,6 +243,8 @@ class Study(_Strict):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    report_to: list[str] = Field(default_factory=list, description="log stages and scores to mlflow and/or "
+                                 "tensorboard (a list or one name; none: nowhere), as in HF's TrainingArguments")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -255,6 +260,13 @@ class Study(_Strict):
     @classmethod
     def _seeds(cls, v):
         return [v] if isinstance(v, int) else v
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, v):
+        if v is None:
+            return []
+        return [b.strip() for b in v.split(",") if b.strip()] if isinstance(v, str) else v
 
 
 # ---------------------------------------------------------------------------------------------- loading and errors
@@ -451,6 +463,14 @@ def check_study(sf: StudyFile) -> None:
             if src not in s.sources:
                 raise sf.error(("strategies", i, "sources"), f"unknown source {src!r}; the study defines {', '.join(s.sources)}")
         _check_strategy(sf, i, st)
+        if st.amounts is not None:
+            if not isinstance(s.amounts, list):
+                raise sf.error(("strategies", i, "amounts"), "a strategy's amounts pick from the study's `amounts` "
+                                                             "list; this study has no such list")
+            for j, a in enumerate(st.amounts):
+                if a not in s.amounts:
+                    raise sf.error(("strategies", i, "amounts", j), f"{a:g} is not one of the study's amounts "
+                                                                    f"({', '.join(f'{x:g}' for x in s.amounts)})")
     for i, t in enumerate(s.evaluation.tasks):
         if t.name not in TASKS:
             raise sf.error(("evaluation", "tasks", i, "name"), f"unknown task {t.name!r}; expected one of {', '.join(sorted(TASKS))}")
@@ -466,6 +486,23 @@ def check_study(sf: StudyFile) -> None:
             )
     if len(set(s.seeds)) != len(s.seeds):
         raise sf.error(("seeds",), "seeds repeat a value")
+    _check_report_to(sf)
+
+
+# report_to backend -> the PyPI package that provides its module
+REPORT_TO = {"mlflow": "mlflow-skinny", "tensorboard": "tensorboard"}
+
+
+def _check_report_to(sf: StudyFile) -> None:
+    import importlib.util
+
+    for i, b in enumerate(sf.study.report_to):
+        if b != "none" and b not in REPORT_TO:
+            raise sf.error(("report_to", i), f"unknown backend {b!r}; expected mlflow, tensorboard or none")
+        # Checked here so a missing library stops the study before any training, not after it.
+        if b in REPORT_TO and importlib.util.find_spec(b) is None:
+            raise sf.error(("report_to", i), f"report_to {b} needs the {REPORT_TO[b]} package: "
+                                             f"pip install 'sftmix[tracking]' (or pip install {REPORT_TO[b]})")
 
 
 def _check_design(sf: StudyFile) -> None:

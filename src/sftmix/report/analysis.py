@@ -40,15 +40,20 @@ def _config_key(row: dict) -> str:
     return _SEED.sub("", row["label"])
 
 
-def _excluded(item: dict) -> bool:
-    """A judged item with no parseable judgement: left out of the task's mean, so left out here too."""
+def item_details(item: dict) -> dict:
+    """An item row's `details` (stored as JSON text) as a dict; {} when absent or unreadable."""
     d = item.get("details")
     if isinstance(d, str):
         try:
             d = json.loads(d)
         except ValueError:
-            return False
-    return isinstance(d, dict) and bool(d.get("excluded"))
+            return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _excluded(item: dict) -> bool:
+    """A judged item with no parseable judgement: left out of the task's mean, so left out here too."""
+    return bool(item_details(item).get("excluded"))
 
 
 def item_table(items: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
@@ -109,7 +114,13 @@ def _recipe(name: str) -> str:
 
 
 def _on_amount_axis(row: dict) -> bool:
-    return row.get("axis", "amount") in ("amount", None, "")
+    """On the grid of amounts: every source of the cell at the same amount (a product of per-source lists puts its
+    cells on the "amount" axis too, but those are ratio points, not amounts)."""
+    cell = row.get("cell") or {}
+    if isinstance(cell, str):
+        cell = json.loads(cell) if cell.strip() else {}
+    amounts = {float(v["amount"]) if isinstance(v, dict) else float(v) for v in cell.values()}
+    return row.get("axis", "amount") in ("amount", None, "") and len(amounts) <= 1
 
 
 def intervals(scores: list[dict], items: list[dict]) -> list[dict]:
@@ -161,11 +172,13 @@ def strategy_table(scores: list[dict], items: list[dict], reference: str = "mult
             for ability, ts in sorted(tasks.items()):
                 m = _ability_items(table, c["runs"], ts)
                 est = bootstrap_ci(m) if m is not None else None
-                cell = {"text": _fmt_ci(est), "p": None}
+                cell = {"text": _fmt_ci(est), "p": None, "est": est}
                 if ref is not None and name != ref[0] and m is not None:
                     cmp_ = _compare(table, ts, c["runs"], ref[1]["runs"])
                     if cmp_ is not None:
-                        cell["cmp"] = cmp_
+                        ref_m = _ability_items(table, ref[1]["runs"], ts)
+                        cell.update(cmp=cmp_, run=name, ref=ref[0], ability=ability, ref_est=bootstrap_ci(ref_m),
+                                    seeds=min(len(c["runs"]), len(ref[1]["runs"])))
                         comparisons.append(cell)
                 cells.append(cell)
             body.append({"name": name, "cells": cells, "seeds": len(c["runs"])})
@@ -182,8 +195,15 @@ def strategy_table(scores: list[dict], items: list[dict], reference: str = "mult
                    f"items; * significant after Holm's correction over {len(comparisons)} comparisons)",
         "columns": ["run", *[f"{a} (n={n_items[a]})" for a in abilities], "seeds"],
         "rows": [[b["name"], *[c["text"] for c in b["cells"]], str(b["seeds"])] for b in body],
-        "csv": [{"run": b["name"], "ability": a, "cell": c["text"], "p_holm": c["p"]}
+        "csv": [{"run": b["name"], "ability": a, "cell": c["text"],
+                 **{k: getattr(c["est"], k, None) for k in ("mean", "lo", "hi", "items")}, "seeds": b["seeds"],
+                 "diff": c["cmp"].diff if "cmp" in c else None, "p_holm": c["p"],
+                 "significant": c["p"] is not None and c["p"] < ALPHA}
                 for b in body for a, c in zip(abilities, b["cells"])],
+        # each comparison with the reference: run, ref, ability, est, ref_est, cmp, p (Holm), seeds
+        "compared": comparisons,
+        "legend": f"* significant at the 5% level after Holm's correction over the {len(comparisons)} comparisons "
+                  f"of this table; differences are paired on the same items (points).",
     }
 
 

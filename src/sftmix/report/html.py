@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections import defaultdict
 
 import jinja2
@@ -111,17 +112,26 @@ def render_html(**context) -> str:
 
 
 def _md(text) -> str:
-    # Markdown renderers pass raw HTML through, so escape it too; pipes would split table cells.
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+    # Markdown renderers pass raw HTML through, so escape it too; pipes would split table cells. A "<" before a digit
+    # or a space ("p<0.001") cannot open a tag and stays as it is.
+    text = html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+    return re.sub(r"&lt;(?=[\d\s.=])", "<", text)
 
 
 def render_markdown(study: dict, header: dict, columns: list[dict], rows: list[dict],
-                    best: list[dict]) -> str:
+                    best: list[dict], findings: list[dict] | None = None) -> str:
+    """`findings`: [{"title", "sentences"}] per report section, listed before the tables."""
     meta = ["label", "model", "strategy", "sources", "amount", "seed", "train tokens"]
     heads = meta + [f"{c['task']} ({c['metric']})" for c in columns]
     lines = [f"# {_md(study.get('name') or 'sftmix study')}: summary", "",
              f"{header['date']} · {header['runs']} runs · {header['models']} models · "
-             f"{header['tasks']} tasks", "", "## Scores (%)", "",
+             f"{header['tasks']} tasks", ""]
+    if findings:
+        lines += ["## Findings", "", "Intervals are 95% bootstrap intervals over items (and seeds); differences are "
+                  "paired on the same items and called significant at the 5% level after Holm's correction.", ""]
+        for f in findings:
+            lines += [f"### {_md(f['title'])}", ""] + [f"- {_md(s)}" for s in f["sentences"]] + [""]
+    lines += ["## Scores (%)", "",
              "| " + " | ".join(_md(h) for h in heads) + " |", "|" + "---|" * len(heads)]
     for r in rows:
         vals = [r["label"], r["model"], r["strategy"], r["sources"], r["amount"], r["seed"], r["train_tokens"]]
@@ -153,6 +163,8 @@ details{border:1px solid #e2e2e2;border-radius:4px;margin:.4rem 0;padding:.3rem 
 summary{cursor:pointer;font-weight:600}
 pre{white-space:pre-wrap;word-break:break-word;background:#f5f5f5;padding:.5rem;border-radius:3px;
 margin:.2rem 0 .6rem;font-size:12.5px;max-height:22rem;overflow:auto}
+.legend{font-size:12.5px;color:#444;margin:.2rem 0 1rem}
+ul.findings li{margin:.25rem 0}
 .item{border-top:1px dashed #ccc;padding-top:.4rem;margin-top:.4rem}.lab{font-size:12px;color:#666}
 </style></head><body><main>
 <h1>{{ name }}</h1>
@@ -161,20 +173,20 @@ margin:.2rem 0 .6rem;font-size:12.5px;max-height:22rem;overflow:auto}
 {% if description %}<p>{{ description }}</p>{% endif %}
 {% if output_dir %}<p class="meta">Output directory: <code>{{ output_dir }}</code></p>{% endif %}
 
-<h2 id="scaling">Scaling curves</h2>
-<p class="meta">Score vs fraction of each source used. Lines are means over seeds, bands span min to max;
-dashed lines are the base models. Abilities with several tasks show their mean.</p>
-{% for f in figures %}
-<section id="ability-{{ f.slug }}"><h3>{{ f.ability }}</h3>
-<img class="fig" src="data:image/png;base64,{{ f.b64 }}" alt="scaling curve for {{ f.ability }}"></section>
-{% endfor %}
+{% if findings %}<h2 id="findings">Findings</h2>
+<p class="meta">Intervals are 95% bootstrap intervals over items (and seeds); differences are paired on the same
+items and called significant at the 5% level after Holm's correction over the comparisons of their table.</p>
+{% for f in findings %}<h3><a href="#{{ f.id }}">{{ f.title }}</a></h3>
+<ul class="findings">{% for s in f.sentences %}<li>{{ s }}</li>{% endfor %}</ul>{% endfor %}{% endif %}
 
 {% for sec in sections %}<h2 id="{{ sec.id }}">{{ sec.title }}</h2><p class="meta">{{ sec.note }}</p>
-{% for f in sec.figures %}<img class="fig" src="data:image/png;base64,{{ f.b64 }}" alt="{{ f.alt }}">{% endfor %}
+{% for f in sec.figures %}{% if f.title is defined %}<section id="{{ f.anchor }}"><h3>{{ f.title }}</h3>{% endif %}
+<img class="fig" src="data:image/png;base64,{{ f.b64 }}" alt="{{ f.alt }}">
+{% if f.title is defined %}</section>{% endif %}{% endfor %}
 {% for t in sec.tables %}<h3>{{ t.caption }}</h3><div class="scroll"><table><thead><tr>
 {% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead><tbody>{% for row in t.rows %}<tr>
 {% for v in row %}<td{% if not loop.first %} class="num"{% endif %}>{{ v }}</td>{% endfor %}</tr>{% endfor %}
-</tbody></table></div>{% endfor %}
+</tbody></table></div>{% if t.legend is defined %}<p class="legend">{{ t.legend }}</p>{% endif %}{% endfor %}
 {% endfor %}
 
 <h2 id="results">Results (%)</h2>

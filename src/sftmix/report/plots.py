@@ -1,8 +1,10 @@
-"""Scaling curves: one PNG per ability, score vs amount of SFT data."""
+"""The report's figures. Each builder returns a matplotlib Figure (files.save_figure writes it as PNG and SVG).
+
+Points carry 95% bootstrap intervals (views.Point.est): drawn as bars with a light band between them; a point
+without item data has no interval and is drawn bare."""
 
 from __future__ import annotations
 
-import io
 import math
 from collections import defaultdict
 
@@ -17,8 +19,9 @@ RUN_KEYS = ("run_id", "label", "model", "strategy", "sources", "amount", "seed",
 
 
 def is_base(row: dict) -> bool:
-    # amount 0 cannot sit on a log axis, so it is the base model whatever the strategy says
-    return row["strategy"] == "base" or row["amount"] <= 0
+    # amount 0 cannot sit on a log axis, so it is the base model whatever the strategy says (a 0% share of a mix
+    # design is a trained run, though)
+    return row["strategy"] == "base" or (row["amount"] <= 0 and (row.get("axis") or "amount") == "amount")
 
 
 def _finite(values) -> list[float]:
@@ -40,80 +43,7 @@ def ability_scores(scores: list[dict]) -> list[dict]:
     return out
 
 
-def scaling_png(runs: list[dict], ability: str) -> bytes:
-    """`runs` are ability_scores() rows for one ability. Returns PNG bytes."""
-    # A bare Figure + Agg canvas keeps pyplot's global state (and its open-figure list) out of it:
-    # nothing to close, nothing leaks when many reports are written in one process.
-    fig = Figure(figsize=(7.0, 4.2), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-
-    curves: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    bases: dict[str, list[float]] = defaultdict(list)
-    for r in runs:
-        if is_base(r):
-            bases[r["model"]].append(r["value"])
-        else:
-            curves[(r["model"], r["strategy"], r["sources"])][r["amount"]].append(r["value"])
-    models = sorted({r["model"] for r in runs})
-    # colour tells the data recipe apart, marker the model, so the same recipe reads alike across models
-    recipes = sorted({(strategy, sources) for _, strategy, sources in curves})
-    markers = "osD^vP*X"
-
-    amounts: set[float] = set()
-    for (model, strategy, sources), by_amount in sorted(curves.items()):
-        pts = [(a, _finite(v)) for a, v in sorted(by_amount.items())]
-        pts = [(a, v) for a, v in pts if v]
-        if not pts:
-            continue
-        xs = [a for a, _ in pts]
-        amounts.update(xs)
-        name = " ".join(s for s in (model if len(models) > 1 else "", strategy, sources) if s)
-        color = f"C{recipes.index((strategy, sources)) % 10}"
-        ax.plot(xs, [np.mean(v) for _, v in pts], marker=markers[models.index(model) % len(markers)],
-                color=color, label=name)
-        if any(len(v) > 1 for _, v in pts):
-            ax.fill_between(xs, [min(v) for _, v in pts], [max(v) for _, v in pts],
-                            color=color, alpha=0.2, linewidth=0)
-    for j, (model, vals) in enumerate(sorted(bases.items())):
-        vals = _finite(vals)
-        if vals:
-            ax.axhline(np.mean(vals), linestyle="--", linewidth=1.2,
-                       color=str(0.15 + 0.2 * (j % 4)), label=f"base {model}")
-
-    if amounts:
-        ax.set_xscale("log", base=2)
-        ticks = sorted(amounts)
-        ax.set_xticks(ticks, labels=[amount_label(a) for a in ticks])
-        ax.xaxis.set_minor_locator(NullLocator())
-    else:
-        ax.set_xticks([])
-    # decimals=None: the formatter picks as many as the tick spacing needs, so 42.5% is never labelled "42%".
-    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
-    tasks = sorted({t for r in runs for t in r["tasks"]})
-    ax.set_title(f"{ability}: " + (tasks[0] if len(tasks) == 1 else "mean of " + ", ".join(tasks)))
-    ax.set_xlabel("fraction of each source used (log scale)")
-    ax.set_ylabel("score")
-    ax.grid(True, alpha=0.3)
-    n_entries = len(ax.get_legend_handles_labels()[0])
-    if n_entries > 6:  # a legend this long would hide the curves: move it out and widen the figure
-        fig.set_figwidth(10.0)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    elif n_entries:
-        ax.legend(fontsize=8)
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def loss_curves_png(stages: list[dict]) -> bytes:
+def loss_curves(stages: list[dict]) -> Figure:
     """Training loss per optimizer step of every stage (`stages`: store rows with `info` parsed), smoothed over a
     window of a tenth of the steps so the trend reads through the step-to-step noise."""
     fig = Figure(figsize=(7.0, 4.2), dpi=120, layout="constrained")
@@ -137,27 +67,154 @@ def loss_curves_png(stages: list[dict]) -> bytes:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     elif n:
         ax.legend(fontsize=8)
-    return _png(fig)
+    return fig
 
 
-def forgetting_png(rows: list[dict], ability: str) -> bytes:
-    """Score of one ability after every stage (0 = before SFT) of each multi-stage run: what later stages forget."""
-    fig = Figure(figsize=(7.0, 4.2), dpi=120, layout="constrained")
+# ------------------------------------------------------------------------------------ lines with their intervals
+
+MARKERS = "osD^vP*X"
+
+
+def _new(ncols: int = 1, width: float = 7.0, height: float = 4.2):
+    # A bare Figure + Agg canvas keeps pyplot's global state (and its open-figure list) out of it:
+    # nothing to close, nothing leaks when many reports are written in one process.
+    fig = Figure(figsize=(width if ncols == 1 else 4.6 * ncols + 1.0, height), dpi=120, layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    by_run: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        by_run[r["label"]][int(r["stage_index"])].append(r["value"])
-    top = 0
-    for i, (label, pts) in enumerate(sorted(by_run.items())):
-        xs = sorted(pts)
-        top = max(top, xs[-1])
-        ax.plot(xs, [np.mean(_finite(pts[x]) or [math.nan]) for x in xs], marker="o", color=f"C{i % 10}", label=label)
-    ax.set_xticks(range(top + 1), labels=["base"] + [f"after stage {k}" for k in range(1, top + 1)])
-    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
-    ax.set_title(f"{ability} after each stage")
-    ax.set_ylabel("score")
-    ax.grid(True, alpha=0.3)
-    if by_run:
-        ax.legend(fontsize=8)
-    return _png(fig)
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _draw(ax, line, color: str, label: str, marker: str = "o", linestyle: str = "-") -> None:
+    """The line through its points' means, a bar and a light band over each 95% interval."""
+    pts = line.points
+    xs = [p.x for p in pts]
+    ys = [p.est.mean for p in pts]
+    ax.plot(xs, ys, marker=marker, color=color, label=label, linestyle=linestyle, markersize=5)
+    known = [p for p in pts if math.isfinite(p.est.lo) and math.isfinite(p.est.hi)]
+    if known:
+        kx = [p.x for p in known]
+        km = [p.est.mean for p in known]
+        below = [max(0.0, p.est.mean - p.est.lo) for p in known]
+        above = [max(0.0, p.est.hi - p.est.mean) for p in known]
+        ax.errorbar(kx, km, yerr=[below, above], fmt="none", ecolor=color, capsize=3, linewidth=1)
+        if len(known) > 1:
+            ax.fill_between(kx, [p.est.lo for p in known], [p.est.hi for p in known], color=color, alpha=0.12,
+                            linewidth=0)
+
+
+def _short(x: float, unit: str) -> str:
+    if unit == "fraction":
+        return amount_label(x)
+    return f"{x:,.0f}" if unit == "tokens" else f"{x:g}"
+
+
+def _log_axis(ax, xs, unit: str) -> None:
+    if not xs:
+        ax.set_xticks([])
+        return
+    ax.set_xscale("log", base=2 if unit == "fraction" else 10)
+    ticks = sorted(set(xs))
+    ax.set_xticks(ticks, labels=[_short(x, unit) for x in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _finish(fig, axes, max_entries: int = 6) -> Figure:
+    for ax in axes:
+        # decimals=None: the formatter picks as many as the tick spacing needs, so 42.5% is never labelled "42%".
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+        ax.grid(True, alpha=0.3)
+        n = len(ax.get_legend_handles_labels()[0])
+        if n > max_entries:  # a legend this long would hide the lines: beside the axes, the figure wider
+            fig.set_figwidth(fig.get_figwidth() + 3.0)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+        elif n:
+            ax.legend(fontsize=8)
+    return fig
+
+
+UNIT_WORDS = {"fraction": "fraction of each source used", "count": "rows of each source",
+              "tokens": "tokens of each source"}
+
+
+def rq1_figure(view: dict, ability: str, tasks: list[str], unit: str = "fraction") -> Figure:
+    """Score against amount for one ability: a line per (model, recipe), colour for the recipe and marker for the
+    model, so a recipe reads alike across models; the base models dashed, with their interval shaded."""
+    fig, (ax,) = _new()
+    lines = [ln for ln in view["lines"] if ln.ability == ability]
+    models = sorted({ln.group for ln in lines} | {m for m, a in view["bases"] if a == ability})
+    recipes = sorted({ln.name for ln in lines})
+    xs = []
+    for ln in sorted(lines, key=lambda ln: (ln.group, ln.name)):
+        label = f"{ln.group}: {ln.name}" if len(models) > 1 else ln.name
+        _draw(ax, ln, f"C{recipes.index(ln.name) % 10}", label, MARKERS[models.index(ln.group) % len(MARKERS)])
+        xs += [p.x for p in ln.points]
+    for j, model in enumerate(models):
+        est = view["bases"].get((model, ability))
+        if est is None:
+            continue
+        grey = str(0.15 + 0.2 * (j % 4))
+        ax.axhline(est.mean, linestyle="--", linewidth=1.2, color=grey, label=f"base {model}")
+        if math.isfinite(est.lo) and math.isfinite(est.hi):
+            ax.axhspan(est.lo, est.hi, color=grey, alpha=0.08, linewidth=0)
+    _log_axis(ax, xs, unit)
+    ax.set_title(f"{ability}: " + (tasks[0] if len(tasks) == 1 else "mean of " + ", ".join(tasks)))
+    ax.set_xlabel(f"{UNIT_WORDS.get(unit, 'amount')} (log scale)")
+    ax.set_ylabel("score (95% interval)")
+    return _finish(fig, [ax])
+
+
+def lines_figure(panels: list[tuple[str, list]], xlabel: str, unit: str | None = None, title: str = "",
+                 ticks: dict | None = None) -> Figure:
+    """Panels of lines against one x: `unit` puts x on a log scale labelled as amounts; without it x is a share
+    (0..1, shown as %), or positions labelled by `ticks`. A line whose level is "overall" is drawn black, dashed."""
+    fig, axes = _new(len(panels))
+    for ax, (name, lines) in zip(axes, panels):
+        xs = []
+        for i, ln in enumerate(lines):
+            overall = ln.level == "overall"
+            _draw(ax, ln, "black" if overall else f"C{i % 10}", ln.name, "s" if overall else "o",
+                  "--" if overall else "-")
+            xs += [p.x for p in ln.points]
+        if unit:
+            _log_axis(ax, xs, unit)
+        elif ticks:
+            ax.set_xticks(sorted(ticks), labels=[ticks[k] for k in sorted(ticks)])
+        else:
+            ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+            ax.set_xticks(sorted(set(xs)))
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("score (95% interval)")
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, axes, max_entries=8)
+
+
+def heatmap_figure(entry: dict) -> Figure:
+    """A map per ability over two sources' amounts (views.ratio, kind "grid"), each cell's text its score (%)."""
+    a, b, unit = entry["a"], entry["b"], entry["unit"]
+    abilities = sorted(entry["cells"])
+    fig, axes = _new(len(abilities), height=4.0)
+    for ax, ability in zip(axes, abilities):
+        cells = entry["cells"][ability]
+        grid = np.full((len(entry["a_values"]), len(entry["b_values"])), np.nan)
+        for (x, y), p in cells.items():
+            grid[entry["a_values"].index(x), entry["b_values"].index(y)] = p.est.mean
+        lo, hi = float(np.nanmin(grid)), float(np.nanmax(grid))
+        hi = hi if hi > lo else lo + 1e-6
+        im = ax.imshow(grid, origin="lower", cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                if np.isfinite(grid[i, j]):
+                    dark = (grid[i, j] - lo) / (hi - lo) < 0.55  # viridis is dark at its low end
+                    ax.text(j, i, f"{100 * grid[i, j]:.1f}", ha="center", va="center", fontsize=9,
+                            color="white" if dark else "black")
+        ax.set_xticks(range(len(entry["b_values"])), labels=[_short(v, unit) for v in entry["b_values"]])
+        ax.set_yticks(range(len(entry["a_values"])), labels=[_short(v, unit) for v in entry["a_values"]])
+        ax.set_xlabel(f"{b} amount")
+        ax.set_ylabel(f"{a} amount")
+        ax.set_title(ability, fontsize=10)
+        fig.colorbar(im, ax=ax, format=PercentFormatter(xmax=1.0, decimals=None), shrink=0.85)
+    fixed = ", ".join(f"{s} {_short(v, unit)}" for s, v in entry["fixed"].items())
+    fig.suptitle(f"{entry['recipe']}: score (%) over {a} x {b}" + (f", {fixed} fixed" if fixed else ""))
+    return fig

@@ -269,6 +269,15 @@ def _strategy_label(name: str, params: dict) -> str:
     return name
 
 
+def _ambiguous(strategies, i: int) -> bool:
+    """A run's label names its sources when another unlabelled entry of the same strategy uses other sources."""
+    st = strategies[i]
+    if not st.sources or st.label:
+        return False
+    return any(o.name == st.name and not o.label and sorted(o.sources or []) != sorted(st.sources)
+               for j, o in enumerate(strategies) if j != i)
+
+
 def make_plan(sf: StudyFile, sources: dict[str, list[Example]] | None = None, with_tasks: bool = True) -> Plan:
     from ..models import fingerprint
 
@@ -301,6 +310,8 @@ def make_plan(sf: StudyFile, sources: dict[str, list[Example]] | None = None, wi
                         c = cell.restrict(group)
                         if not c.parts or (strat.name in PER_SOURCE and len(c.parts) != len(group)):
                             continue
+                        if strat.amounts is not None and c.x not in strat.amounts:
+                            continue
                         for seed in s.seeds:
                             try:
                                 specs = stage_specs(strat.name, c.parts, params)
@@ -325,7 +336,7 @@ def make_plan(sf: StudyFile, sources: dict[str, list[Example]] | None = None, wi
                                 (part,) = c.parts.values()
                                 label += f" {part.source} {amount_label(part.amount, part.unit)}"
                             else:
-                                label += (f" {'+'.join(group)}" if strat.sources else "") + f" {c.label}"
+                                label += (f" {'+'.join(group)}" if _ambiguous(s.strategies, si) else "") + f" {c.label}"
                             if len(s.seeds) > 1:
                                 label += f" seed {seed}"
                             if len(s.models) > 1:

@@ -42,9 +42,10 @@ def effective_yaml(sf: StudyFile) -> str:
     return yaml.safe_dump(sf.study.model_dump(mode="json"), sort_keys=False)
 
 
-def write_store_report(out: Path, store: Store) -> Path:
+def load_results(store: Store) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
+    """What the report and `sftmix recommend` read: the plan's runs, all their scores (every stage), the final scores,
+    and the final scores' item rows."""
     from ..errors import SftmixError
-    from ..report import write_report
 
     run_ids = store.meta("run_ids")
     all_scores = store.scores(run_ids)
@@ -52,13 +53,22 @@ def write_store_report(out: Path, store: Store) -> Path:
     scores = [s for s in all_scores if s["final"]]
     if not scores:
         raise SftmixError(f"{store.path}: the store has no scores yet")
+    items = [{**it, "run_id": s["run_id"], "task": s["task"]} for s in scores for it in store.items(s["eval_id"])]
+    return runs, all_scores, scores, items
+
+
+def write_store_report(out: Path, store: Store) -> Path:
+    from ..report import write_report
+
+    runs, all_scores, scores, items = load_results(store)
     study_yaml = out / "study.yaml"
     study = store.meta("study") or {}
-    items = [{**it, "run_id": s["run_id"], "task": s["task"]} for s in scores for it in store.items(s["eval_id"])]
     return write_report(out, scores, items, {
         "name": store.meta("name", out.name), "description": study.get("description", ""), "output_dir": str(out),
         "config_yaml": study_yaml.read_text() if study_yaml.exists() else "",
-    }, stages=_stage_rows(store, runs), stage_scores=_stage_scores(all_scores, runs))
+    }, stages=_stage_rows(store, runs), stage_scores=_stage_scores(all_scores, runs),
+        # earlier stages' item rows (with their eval_id), so the forgetting table carries intervals
+        stage_items=[it for e in sorted({s["eval_id"] for s in all_scores if not s["final"]}) for it in store.items(e)])
 
 
 def _stage_rows(store: Store, runs: list[dict]) -> list[dict]:
@@ -159,6 +169,14 @@ def run_study(sf: StudyFile, out: Path | None = None, progress: bool = True, for
         from .executors import get_executor
 
         get_executor(sf.study.executor.kind)(plan, out, store, sf.study.executor, progress)
-        return write_store_report(out, store)
+        report = write_store_report(out, store)
+        if sf.study.report_to:
+            from .tracking import log_study
+
+            # From the store, after the executor: the same for work done in this process, Ray tasks or Slurm jobs.
+            logged = log_study(out, store, sf.study.report_to)
+            if logged:
+                log("report_to: " + ", ".join(f"{b} ({n} runs logged or updated)" for b, n in logged.items()))
+        return report
     finally:
         store.close()
