@@ -102,8 +102,8 @@ def _holdout_words(name: str, error: float) -> str:
     pts = abs(100 * error)
     side = "over" if error > 0 else "under"
     if pts <= 5:
-        return f"the {name} fitted to the smaller amounts predicts the largest within {pts:.1f} points"
-    return f"the {name} fitted to the smaller amounts misses the largest by {pts:.1f} points ({side}-predicts)"
+        return f"fitted to the smaller amounts, the {name} predicts the largest within {pts:.1f} points"
+    return f"fitted to the smaller amounts, the {name} misses the largest by {pts:.1f} points ({side}-predicts)"
 
 
 def rq2(mv: dict) -> list[str]:
