@@ -100,6 +100,9 @@ def rq1(tmp_path_factory):
             spec.append(dict(label=f"multitask {a:g}", strategy="multitask", sources="math+code", amount=a, seed=s,
                              seeds=1, cell=_cell(math=a, code=a), ps={"math": 0.2 + 0.4 * g, "code": 0.3},
                              run_id=f"mt{a}s{s}"))
+        # a multi-stage strategy at the full amount, for the strategy table (single runs are RQ2's, not its rows)
+        spec.append(dict(label="dmt k=1/4 1", strategy="dmt", sources="math+code", amount=1.0, seed=s, seeds=1,
+                         cell=_cell(math=1, code=1), ps={"math": 0.6, "code": 0.6}, run_id=f"dmt{s}"))
     scores, items = _study(spec)
     out = tmp_path_factory.mktemp("rq1")
     write_report(out, scores, items, {"name": "rq1"})

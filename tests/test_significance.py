@@ -59,3 +59,12 @@ def test_seeds_averaged_on_each_side_still_keep_chance_unmarked():
     marked = _marked(t)
     assert not marked["sequential 1"] and marked["dmt k=1/4 1"]
     assert {row[0]: row[-1] for row in t["rows"]} == {"multitask 1": "3", "sequential 1": "3", "dmt k=1/4 1": "3"}
+
+
+def test_single_source_runs_are_not_rows_of_the_strategy_table():
+    rng = np.random.default_rng(3)
+    p_item = rng.beta(0.8, 0.8, N_ITEMS)
+    scores, items = _study(rng, p_item, [("multitask 1", "multitask", 0.0, 0), ("single math 1", "single", 0.3, 0),
+                                         ("dmt k=1/4 1", "dmt", 0.0, 0)])
+    t = analysis.strategy_table(scores, items)
+    assert [row[0] for row in t["rows"]] == ["multitask 1", "dmt k=1/4 1"] and "1 comparisons" in t["caption"]

@@ -152,8 +152,9 @@ def _compare(table, tasks, a_runs, b_runs):
 
 def strategy_table(scores: list[dict], items: list[dict], reference: str = "multitask") -> dict | None:
     """RQ4 (DMT Table 1): a row per strategy run at the study's largest amount, a column per ability; each cell the
-    score with its interval and, for strategies other than the reference, the paired difference from it."""
-    rows = [r for r in scores if r["strategy"] not in ("base", "")]
+    score with its interval and, for strategies other than the reference, the paired difference from it. Single-source
+    runs train a different model per source, not one model a strategy produces: they are RQ2's, not this table's."""
+    rows = [r for r in scores if r["strategy"] not in ("base", "", "single")]
     if len({r["strategy"] for r in rows}) < 2:
         return None
     table = item_table(items)
