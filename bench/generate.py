@@ -84,7 +84,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--limit", type=int, default=40, help="items per task")
-    ap.add_argument("--batch-size", type=int, default=64, help="the engine's slots (the quickstart's evaluation.batch_size)")
+    ap.add_argument("--batch-size", type=int, default=128, help="the engine's slots (the quickstart's evaluation.batch_size)")
     ap.add_argument("--hf", default="32,16,64", help="HF batch sizes to try (the first is the quickstart's before the engine)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--per-task", action="store_true", help="also run the engine on one task at a time")

@@ -11,7 +11,7 @@ SOURCES = ("math", "code", "general")
 N_ITEMS = 200
 
 
-def _study(curves, extra=()):
+def _study(curves, extra=(), fixed=None, seeds=(0,)):
     """curves: ability -> f(rows of its own source) for multitask runs at 8, 32 and 128 rows per source; extra:
     [(label, strategy, n_stages, rows per source, {ability: score})]. Items are shared; a higher score solves a
     superset of the items a lower one solves, as a stronger model does."""
@@ -19,24 +19,28 @@ def _study(curves, extra=()):
     difficulty = {a: rng.random(N_ITEMS) for a in SOURCES}
     runs, scores, items, manifests = [], [], [], {}
 
-    def add(rid, label, strategy, stages, rows, ps):
+    def add(rid, label, strategy, stages, rows, ps, seed=0):
         sids = [f"{rid}-s{i}" for i in range(stages)]
+        per = {s: (fixed or {}).get(s, rows) for s in SOURCES}
         for sid in sids:
-            manifests[sid] = {"sources": {s: {"rows": rows, "unique_rows": rows, "tokens": 90 * rows,
-                                              "source_rows": 128} for s in SOURCES}} if rows else {}
+            manifests[sid] = {"sources": {s: {"rows": n, "unique_rows": n, "tokens": 90 * n,
+                                              "source_rows": 128} for s, n in per.items()}} if rows else {}
         runs.append({"run_id": rid, "label": label, "model": "m", "strategy": strategy, "stages": sids if rows else [],
-                     "seed": 0, "amount": rows / 128, "sources": ""})
+                     "seed": seed, "amount": rows / 128, "sources": ""})
         for a, p in ps.items():
-            sc = (difficulty[a] < p).astype(float)
+            # another seed is another draw around the same solve rate
+            sc = (difficulty[a] < p).astype(float) if seed == 0 else (rng.random(N_ITEMS) < p).astype(float)
             scores.append({"run_id": rid, "label": label, "model": "m", "strategy": strategy, "sources": "",
-                           "amount": rows / 128, "seed": 0, "task": a, "ability": a, "value": sc.mean()})
+                           "amount": rows / 128, "seed": seed, "task": a, "ability": a, "value": sc.mean()})
             items.extend({"run_id": rid, "task": a, "item_id": f"{a}{i}", "score": float(s)} for i, s in enumerate(sc))
 
     add("base", "base m", "base", 0, 0, {a: 0.05 for a in SOURCES})
-    for rows in (8, 32, 128):
-        add(f"mt{rows}", f"multitask {rows}", "multitask", 1, rows, {a: f(rows) for a, f in curves.items()})
-    for k, (label, strategy, stages, rows, ps) in enumerate(extra):
-        add(f"x{k}", label, strategy, stages, rows, ps)
+    for seed in seeds:
+        for rows in (8, 32, 128):
+            add(f"mt{rows}-{seed}", f"multitask {rows}" + (f" seed {seed}" if len(seeds) > 1 else ""), "multitask", 1,
+                rows, {a: f((fixed or {}).get(a, rows)) for a, f in curves.items()}, seed)
+        for k, (label, strategy, stages, rows, ps) in enumerate(extra):
+            add(f"x{k}-{seed}", label + (f" seed {seed}" if len(seeds) > 1 else ""), strategy, stages, rows, ps, seed)
     return scores, items, runs, manifests
 
 
@@ -108,8 +112,25 @@ def test_bad_requests_are_clear_errors():
         parse_weights("math=0", ["math"])
     with pytest.raises(SftmixError, match="positive"):
         recommend(scores, items, runs, manifests, {}, 0)
-    one = [r for r in runs if r["run_id"] in ("base", "mt128")]
+    one = [r for r in runs if r["run_id"] in ("base", "mt128-0")]
     with pytest.raises(SftmixError, match="needs two amounts"):
         recommend(scores, items, one, manifests, {}, 100)
     with pytest.raises(SftmixError, match="no model 'x'"):
         recommend(scores, items, runs, manifests, {}, 100, model="x")
+
+
+def test_weights_not_named_stay_at_one():
+    assert parse_weights("math=2", ["code", "general", "math"]) == {"code": 1.0, "general": 1.0, "math": 2.0}
+
+
+def test_a_source_held_fixed_is_predicted_flat_and_seeds_are_all_paired():
+    at_full = {a: CURVES[a](128) for a in SOURCES}
+    dmt = {**at_full, "code": at_full["code"] + 0.1}
+    scores, items, runs, manifests = _study(CURVES, [("dmt k=1/4 128", "dmt", 2, 128, dmt)], fixed={"general": 128},
+                                            seeds=(0, 1))
+    rec = recommend(scores, items, runs, manifests, {s: s for s in SOURCES}, 300, unit="tokens")
+    assert "flat" in rec["fits"]["general"] and "ln(x)" in rec["fits"]["math"]
+    by = {c.strategy: c for c in rec["candidates"]}
+    assert sum(by["multitask"].allocation.values()) == 300
+    assert len([r for r in by["dmt k=1/4"].rests_on if r.endswith("(paired)")]) == 2  # both seeds
+    assert by["dmt k=1/4"].predicted["code"][0] - by["multitask"].predicted["code"][0] == pytest.approx(0.1, abs=0.05)

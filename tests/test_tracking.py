@@ -195,3 +195,11 @@ def test_report_to_is_checked_at_load_time(tmp_path, monkeypatch):
     with pytest.raises(StudyError, match=r"report_to\.0: report_to mlflow needs the mlflow-skinny package: "
                                          r"pip install 'sftmix\[tracking\]'"):
         load_study(None, text=STUDY + "report_to: [mlflow]\n", base_dir=tmp_path)
+
+
+def test_credentials_in_a_tracking_uri_never_reach_a_message():
+    from sftmix.study.tracking import _redact
+
+    text = _redact("logging to https://bob:hunter2@mlflow.example.com/api?x=1&access_token=abc123 failed")
+    assert "hunter2" not in text and "abc123" not in text and "mlflow.example.com" in text
+    assert _redact("file:///tmp/mlruns") == "file:///tmp/mlruns"

@@ -118,7 +118,7 @@ class StrategyConfig(_Strict):
     stages: list[dict[str, Any]] | None = Field(None, description="for name: stages, the curriculum")
     label: str | None = None
     amounts: list[Amount] | None = Field(
-        None, description="run this strategy only at these of the study's amounts (e.g. strategies compared at the "
+        None, min_length=1, description="run this strategy only at these of the study's amounts (e.g. strategies compared at the "
                           "full amount while single and multitask sweep all of them)")
 
     @field_validator("params")
@@ -182,7 +182,7 @@ class JudgeConfig(_Strict):
 class EvaluationConfig(_Strict):
     tasks: list[TaskConfig] = Field(default_factory=lambda: [TaskConfig(name=n) for n in ("math", "code", "general")])
     limit: int | None = Field(100, gt=0, description="items per task (None: all)")
-    batch_size: int = Field(64, gt=0, description="sequences decoded at once (the engine lowers it to fit its cache)")
+    batch_size: int = Field(128, gt=0, description="sequences decoded at once (the engine lowers it to fit its cache)")
     base: bool = Field(True, description="also evaluate each model before SFT")
     code_timeout: float = Field(5.0, gt=0)
     after_each_stage: bool = Field(False, description="also evaluate every intermediate stage (forgetting)")

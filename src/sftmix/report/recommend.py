@@ -14,7 +14,6 @@ The model, stated in every recommendation:
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import numpy as np
 
 from ..errors import SftmixError
 from . import analysis
-from .stats import ALPHA, fit_log
+from .stats import ALPHA, Fit, fit_log
 
 REFERENCE = "multitask"
 NOT_CANDIDATES = {"base", "single", ""}
@@ -40,9 +39,9 @@ class Candidate:
 
 
 def parse_weights(text: str | None, abilities: list[str]) -> dict[str, float]:
+    out = {a: 1.0 for a in abilities}  # an ability not named keeps weight 1
     if not text:
-        return {a: 1.0 for a in abilities}
-    out = {}
+        return out
     for part in text.split(","):
         name, sep, value = part.partition("=")
         name = name.strip()
@@ -71,7 +70,11 @@ def run_sizes(runs: list[dict], manifests: dict[str, dict], unit: str) -> dict[s
         sizes: dict[str, int] = {}
         for sid in r["stages"]:
             for src, info in (manifests.get(sid) or {}).get("sources", {}).items():
-                n = info.get("unique_rows", info.get("rows")) if key == "rows" else info.get("tokens")
+                if key == "rows":
+                    n = info.get("unique_rows", info.get("rows"))
+                else:  # tokens of the distinct rows: an upsampled source's repeats are not data to collect
+                    t, rows = info.get("tokens"), info.get("rows") or 0
+                    n = None if t is None else (t * info.get("unique_rows", rows) / rows if rows else 0)
                 if n is None:
                     raise SftmixError(f"stage {sid}: its manifest has no {key} count for {src}; rerun `sftmix run` "
                                       f"to rebuild manifests, or use --unit rows")
@@ -80,11 +83,19 @@ def run_sizes(runs: list[dict], manifests: dict[str, dict], unit: str) -> dict[s
     return out
 
 
+def _compositions(total: int, k: int):
+    """Every way to write `total` as k non-negative integers, in order."""
+    if k == 1:
+        yield (total,)
+        return
+    for first in range(total + 1):
+        for rest in _compositions(total - first, k - 1):
+            yield (first, *rest)
+
+
 def _allocations(sources: list[str], budget: int, caps: dict[str, int], steps: int):
     """Every split of the budget over the sources in 1/steps parts, each source capped at what it has."""
-    for combo in itertools.product(range(steps + 1), repeat=len(sources)):
-        if sum(combo) != steps:
-            continue
+    for combo in _compositions(steps, len(sources)):
         parts = [budget * k // steps for k in combo]
         parts[combo.index(max(combo))] += budget - sum(parts)  # whole rows that add up to the budget exactly
         yield {s: min(caps[s], n) for s, n in zip(sources, parts)}
@@ -99,7 +110,7 @@ def recommend(scores: list[dict], items: list[dict], runs: list[dict], manifests
     table = analysis.item_table(items)
     tasks = analysis._ability_tasks(scores)
     weights = weights or {a: 1.0 for a in tasks}
-    models = sorted({r["model"] for r in runs})
+    models = list(dict.fromkeys(r["model"] for r in runs))  # the study's order: "the first" is its first
     if model is None:
         model = models[0]
     elif model not in models:
@@ -114,9 +125,7 @@ def recommend(scores: list[dict], items: list[dict], runs: list[dict], manifests
                           f"this study has {len(mt)} of them at {len({sum(sizes[r['run_id']].values()) for r in mt})} "
                           f"amount(s), and needs two amounts or more")
     sources = sorted({s for r in mt for s in sizes[r["run_id"]]})
-    caps = {s: max((info.get("source_rows") if unit == "rows" else None) or 10**18
-                   for sid in manifests for src, info in manifests[sid].get("sources", {}).items() if src == s)
-            for s in sources}
+    caps = {s: _cap(s, manifests, unit) for s in sources}
     own = {a: [s for s in sources if source_ability.get(s, s) == a] for a in weights}
     base = next((r for r in runs if r["strategy"] == "base"), None)
 
@@ -140,8 +149,11 @@ def recommend(scores: list[dict], items: list[dict], runs: list[dict], manifests
         if m is None:
             raise SftmixError(f"ability {a!r}: no items shared by the runs this rests on; is it evaluated in this study?")
         mats[a] = m
-    # the largest amount where each strategy and multi-task were both run
-    pair = {name: max(plist, key=lambda p: sum(sizes[p[1]["run_id"]].values())) for name, plist in pairs.items()}
+    # the largest amount where each strategy and multi-task were both run; every seed pair there
+    pair = {}
+    for name, plist in pairs.items():
+        top = max(sum(sizes[ref["run_id"]].values()) for _, ref in plist)
+        pair[name] = [(r, ref) for r, ref in plist if sum(sizes[ref["run_id"]].values()) == top]
 
     def predictors(cols: dict[str, np.ndarray] | None):
         """ability -> (fit, floor, smallest x) for multi-task, and strategy -> ability -> paired difference from it;
@@ -150,9 +162,13 @@ def recommend(scores: list[dict], items: list[dict], runs: list[dict], manifests
         for a, m in mats.items():
             y = (m if cols is None else m[:, cols[a]]).mean(axis=1)
             xs = [x_of(sizes[r["run_id"]], a) for r in mt]
-            fs[a] = (fit_log(xs, y[: len(mt)]), float(y[row[base["run_id"]]]) if base else 0.0, min(xs))
-            for name, (r, ref) in pair.items():
-                offs.setdefault(name, {})[a] = float(y[row[r["run_id"]]] - y[row[ref["run_id"]]])
+            ys = y[: len(mt)]
+            # an ability whose own data never varied (held fixed in a ratio design) gets its mean, flat
+            fit = fit_log(xs, ys) if len(set(xs)) > 1 else Fit("log", (float(np.mean(ys)), 0.0), 0.0)
+            fs[a] = (fit, float(y[row[base["run_id"]]]) if base else 0.0, min(xs))
+            for name, plist in pair.items():
+                offs.setdefault(name, {})[a] = float(np.mean([y[row[r["run_id"]]] - y[row[ref["run_id"]]]
+                                                              for r, ref in plist]))
         return fs, offs
 
     def predict(fs, alloc, a) -> float:
@@ -200,15 +216,35 @@ def recommend(scores: list[dict], items: list[dict], runs: list[dict], manifests
         total = (weighted(point), *_interval([weighted(d) for d in draws]))
         rests = list(mt_labels)
         if name != REFERENCE:
-            r, ref = pair[name]
-            rests += [f"{label[r['run_id']]} vs {label[ref['run_id']]} (paired)"]
+            rests += [f"{label[r['run_id']]} vs {label[ref['run_id']]} (paired)" for r, ref in pair[name]]
         cands.append(Candidate(name, dict(alloc), pred, total, extrap, rests))
     cands.sort(key=lambda c: -c.total[0])
+    clear = True
+    if len(cands) > 1:
+        # the same item draws under every candidate: the interval of their difference decides
+        first, second = (np.array([weighted(d) for d in boot[c.strategy]]) for c in cands[:2])
+        clear = bool(np.quantile(first - second, ALPHA / 2) > 0)
     items_behind = {a: int(mats[a].shape[1]) for a in weights}
     return {"model": model, "budget": budget, "unit": unit, "weights": weights, "candidates": cands,
-            "items": items_behind, "fits": {a: fs0[a][0].formula() for a in weights},
-            "unused": budget - sum(alloc.values()) if all(alloc[s] >= caps[s] for s in sources) else 0,
-            "clear": len(cands) < 2 or cands[0].total[1] > cands[1].total[0]}
+            "items": items_behind,
+            "fits": {a: fs0[a][0].formula() if fs0[a][0].params[1] else f"{fs0[a][0].params[0]:.3f} (its data never "
+                        "varied across the runs: flat)" for a in weights},
+            "unused": budget - sum(alloc.values()), "capped": [s for s in sources if alloc[s] >= caps[s]],
+            "left_out": sorted({_strategy_name(r) for r in others} - set(pairs)), "clear": clear}
+
+
+def _cap(source: str, manifests: dict, unit: str) -> int:
+    """What a source has: its rows, or in tokens its rows times the tokens per row seen in the study's mixtures."""
+    best = 0
+    for m in manifests.values():
+        info = (m.get("sources") or {}).get(source)
+        if not info or not info.get("source_rows"):
+            continue
+        if unit == "rows":
+            best = max(best, info["source_rows"])
+        elif info.get("tokens") and info.get("rows"):
+            best = max(best, int(info["source_rows"] * info["tokens"] / info["rows"]))
+    return best or 10**18
 
 
 def _interval(vals: list[float]) -> tuple[float, float]:
@@ -239,10 +275,14 @@ def render(rec: dict) -> str:
         lines.append(f"  Beyond the largest amount the study measured for {', '.join(top.extrapolated)}: "
                      "an extrapolation of the fit, not a measurement.")
     if rec["unused"] > 0:
-        lines.append(f"  {rec['unused']:,} {unit} of the budget are left: the sources have no more data.")
+        lines.append(f"  {rec['unused']:,} {unit} of the budget are left unspent: "
+                     f"{', '.join(rec['capped']) or 'no source'} has no more data.")
     if not rec["clear"]:
         second = rec["candidates"][1]
-        lines.append(f"  Not clearly better than {second.strategy}: their weighted intervals overlap.")
+        lines.append(f"  Not clearly better than {second.strategy}: the 95% interval of the difference in weighted "
+                     "score includes 0.")
+    if rec["left_out"]:
+        lines.append(f"  Left out: {', '.join(rec['left_out'])} (no multitask run on the same data to pair with).")
     lines.append("")
     header = f"{'strategy':<22}" + "".join(f"{a:>24}" for a in abilities) + f"{'weighted':>24}"
     lines.append(header)

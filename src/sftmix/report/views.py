@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -139,6 +139,15 @@ class Data:
         return Line(name, points, tasks=tasks, **kw) if points else None
 
 
+def selected(cmp: Comparison | None, pairs: int) -> Comparison | None:
+    """A comparison of a pair picked after looking (the best and the worst of k cells, a peak among stages) is one
+    of `pairs` comparisons that could have been picked: Bonferroni over all of them, so picking the extreme pair
+    cannot manufacture significance."""
+    if cmp is None or pairs <= 1:
+        return cmp
+    return replace(cmp, p=min(1.0, cmp.p * pairs))
+
+
 def correct(points: list[Point]) -> int:
     """Holm over the compared points given (one view's family); returns the family's size."""
     compared = [p for p in points if p.cmp is not None]
@@ -253,8 +262,10 @@ def ratio(d: Data) -> list[dict]:
                 entry["cells"][ability] = cells
                 best = max(cells.values(), key=lambda p: p.est.mean)
                 worst = min(cells.values(), key=lambda p: p.est.mean)
+                n = len(cells)
                 entry["best_worst"][ability] = [best, Point(worst.x, worst.est, worst.runs, worst.label,
-                                                            d.compare(worst.runs, best.runs, ts))]
+                                                            selected(d.compare(worst.runs, best.runs, ts),
+                                                                     n * (n - 1) // 2))]
             correct([bw[1] for bw in entry["best_worst"].values()])
             if entry["cells"]:
                 out.append(entry)
@@ -411,15 +422,17 @@ def forgetting(stage_scores: list[dict], items: list[dict]) -> dict | None:
             end = trained[-1]
             line.peak = max(trained[:-1] or trained, key=lambda p: p.est.mean)
             if line.peak is not end:
-                end.cmp = d.compare(end.runs, line.peak.runs, ts)
+                end.cmp = selected(d.compare(end.runs, line.peak.runs, ts), len(trained) - 1)
             lines.append(line)
             ends.append((line.name, end))
         if len(ends) > 1:
             best = max(ends, key=lambda e: e[1].est.mean)
             worst = min(ends, key=lambda e: e[1].est.mean)
             w = worst[1]
+            n = len(ends)
             finals[ability] = {"best": best, "worst": (worst[0], Point(w.x, w.est, w.runs, w.label,
-                                                                       d.compare(w.runs, best[1].runs, ts)))}
+                                                                       selected(d.compare(w.runs, best[1].runs, ts),
+                                                                                n * (n - 1) // 2)))}
     family = correct([p for ln in lines for p in ln.points])
     correct([f["worst"][1] for f in finals.values()])
     return {"lines": lines, "finals": finals, "family": family}

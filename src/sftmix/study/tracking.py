@@ -192,7 +192,15 @@ def log_mlflow(out: Path, study: str, entries: list[dict]) -> int:
             changed += 1
         return changed
     except (MlflowException, OSError) as exc:
-        raise SftmixError(f"report_to mlflow: logging to {uri} failed: {getattr(exc, 'message', exc)}") from None
+        safe = _redact(uri)
+        detail = str(getattr(exc, "message", exc)).replace(uri, safe)
+        raise SftmixError(f"report_to mlflow: logging to {safe} failed: {_redact(detail)}") from None
+
+
+def _redact(text: str) -> str:
+    """A tracking URI may carry credentials (user:password@host, ?token=...): never print them."""
+    text = re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
+    return re.sub(r"([?&][^=&\s]*(?:token|key|secret|password|auth)[^=&\s]*=)[^&\s]+", r"\1***", text, flags=re.I)
 
 
 # -------------------------------------------------------------------------------------------------- TensorBoard
@@ -213,7 +221,11 @@ def log_tensorboard(out: Path, entries: list[dict]) -> int:
         params, metrics = run_params(e), run_metrics(e)
         digest = hashlib.sha256(json.dumps([params, metrics]).encode()).hexdigest()
         marker = d / "sftmix.json"
-        if marker.exists() and json.loads(marker.read_text()).get("digest") == digest:
+        try:
+            seen = json.loads(marker.read_text()).get("digest") if marker.exists() else None
+        except ValueError:
+            seen = None  # an unreadable marker: write the run again
+        if seen == digest:
             continue
         for f in d.glob("events.out.tfevents.*"):  # event files only append: a changed run is written anew
             f.unlink()
@@ -241,5 +253,8 @@ def log_study(out: Path, store: Store, report_to) -> dict[str, int]:
     if "mlflow" in names:
         done["mlflow"] = log_mlflow(out, study, entries)
     if "tensorboard" in names:
-        done["tensorboard"] = log_tensorboard(out, entries)
+        try:
+            done["tensorboard"] = log_tensorboard(out, entries)
+        except OSError as exc:
+            raise SftmixError(f"report_to tensorboard: writing under {Path(out) / 'tensorboard'} failed: {exc}") from None
     return done
