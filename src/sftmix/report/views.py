@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..data.mixture import amount_label
-from .analysis import _ability_items, _ability_tasks, _recipe, _runs_by_config, item_details, item_table
-from .stats import Comparison, Estimate, bootstrap_ci, holm, paired_test
+from .analysis import _ability_items, _ability_tasks, _compare, _recipe, _runs_by_config, item_details, item_table
+from .stats import Comparison, Estimate, bootstrap_ci, holm
 
 
 @dataclass
@@ -54,17 +54,20 @@ def _finite(values) -> list[float]:
     return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
 
 
-def cell_amounts(row: dict) -> dict[str, float]:
+def _cell(row: dict) -> dict:
+    """A run's cell (source -> {amount, unit}), stored as JSON text or given as a dict."""
     cell = row.get("cell") or {}
     if isinstance(cell, str):
         cell = json.loads(cell) if cell.strip() else {}
-    return {s: float(v["amount"] if isinstance(v, dict) else v) for s, v in cell.items()}
+    return cell
+
+
+def cell_amounts(row: dict) -> dict[str, float]:
+    return {s: float(v["amount"] if isinstance(v, dict) else v) for s, v in _cell(row).items()}
 
 
 def cell_unit(row: dict) -> str:
-    cell = row.get("cell") or {}
-    if isinstance(cell, str):
-        cell = json.loads(cell) if cell.strip() else {}
+    cell = _cell(row)
     units = [v.get("unit") for v in cell.values() if isinstance(v, dict) and v.get("unit")]
     return units[0] if units else "fraction"
 
@@ -121,10 +124,7 @@ class Data:
 
     def compare(self, a_runs: list[str], b_runs: list[str], tasks: list[str], table=None) -> Comparison | None:
         """Paired test of two sets of runs on the items all of them have (seeds averaged within each side)."""
-        both = _ability_items(self.table if table is None else table, a_runs + b_runs, tasks)
-        if both is None:
-            return None
-        return paired_test(both[: len(a_runs)], both[len(a_runs):])
+        return _compare(self.table if table is None else table, tasks, a_runs, b_runs)
 
     def line(self, name: str, pts: list[tuple], tasks: list[str], table=None, values=None, compare: bool = True,
              **kw) -> Line | None:
@@ -335,17 +335,14 @@ def shares(d: Data) -> list[dict]:
 # ------------------------------------------------------------------------------------------------------ BELLE
 
 
-_details = item_details
-
-
 def pool(d: Data, items: list[dict]) -> list[dict]:
     """Pool designs (the union scaled as a whole): for each recipe and each task that scores per category, a line
     per category (and the task overall) against the total."""
     cats: dict = defaultdict(lambda: defaultdict(dict))  # task -> category -> {(run, task): {item: score}}
     for it in items:
-        c = _details(it).get("category")
-        s = it.get("score")
-        if c is None or s is None or _details(it).get("excluded"):
+        det = item_details(it)
+        c, s = det.get("category"), it.get("score")
+        if c is None or s is None or det.get("excluded"):
             continue
         cats[it["task"]][str(c)].setdefault((it["run_id"], it["task"]), {})[str(it["item_id"])] = float(s)
     out = []

@@ -303,6 +303,7 @@ def make_plan(sf: StudyFile, sources: dict[str, list[Example]] | None = None, wi
         for si, strat in enumerate(s.strategies):
             names = strat.sources or list(s.sources)
             params_all = dict(strat.params) | ({"stages": strat.stages} if strat.stages is not None else {})
+            name_sources = _ambiguous(s.strategies, si)
             for params in expand_sweeps(strat.name, params_all):
                 groups = [[n] for n in names] if strat.name in PER_SOURCE else [names]
                 for group in groups:
@@ -336,7 +337,7 @@ def make_plan(sf: StudyFile, sources: dict[str, list[Example]] | None = None, wi
                                 (part,) = c.parts.values()
                                 label += f" {part.source} {amount_label(part.amount, part.unit)}"
                             else:
-                                label += (f" {'+'.join(group)}" if _ambiguous(s.strategies, si) else "") + f" {c.label}"
+                                label += (f" {'+'.join(group)}" if name_sources else "") + f" {c.label}"
                             if len(s.seeds) > 1:
                                 label += f" seed {seed}"
                             if len(s.models) > 1:
