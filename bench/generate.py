@@ -2,7 +2,7 @@
 
 The quickstart's evaluation prompts (built-in tasks math, code and general at difficulty 1, 40 items each, each with
 its own max_new_tokens: 96, 160, 128) on SmolLM2-135M-Instruct, greedy. The engine runs as a study runs it: the
-three tasks' prompts in one run (`generate_many`), 64 sequences at once (the quickstart's evaluation.batch_size).
+three tasks' prompts in one run (`generate_many`), 128 sequences at once (the quickstart's evaluation.batch_size).
 HF runs task by task at the quickstart's batch size before the engine (32) and at a few others, to find its best.
 
 Reported per run: wall and CPU seconds, generated tokens per second (each sequence's tokens up to and including its
@@ -12,6 +12,7 @@ that produce nothing: left padding, plus decode rows of sequences that had alrea
 compared item by item with HF at the default batch size (and HF's own runs with each other, for scale).
 
     .venv/bin/python bench/generate.py                      # the full comparison (tens of minutes on 2 cores)
+    .venv/bin/python bench/generate.py --rounds 3           # each configuration 3 times, alternating; medians
     .venv/bin/python bench/generate.py --limit 4 --hf 32    # a quick check that it runs
     .venv/bin/python bench/generate.py --model tiny         # the tiny built-in model (seconds)
 """
@@ -88,6 +89,9 @@ def main():
     ap.add_argument("--hf", default="32,16,64", help="HF batch sizes to try (the first is the quickstart's before the engine)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--per-task", action="store_true", help="also run the engine on one task at a time")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every configuration this many times, in alternation, and report each one's median "
+                         "(a shared or throttled machine drifts over minutes; alternation spreads the drift)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model, device="cpu"), load_tokenizer(args.model)
@@ -101,23 +105,33 @@ def main():
     for backend in ("engine", "hf"):
         generate(model, tok, *warm, progress=False, backend=backend)
 
-    runs: dict[str, dict] = {}
-
     def show(label: str, r: dict):
-        print(f"{label:>10}: {r['seconds']:7.1f} s wall {r['cpu']:7.1f} s CPU  {r['generated_tokens']:6d} tok "
+        print(f"{label:>16}: {r['seconds']:7.1f} s wall {r['cpu']:7.1f} s CPU  {r['generated_tokens']:6d} tok "
               f"{r['tok_s']:6.1f} tok/s  fwd {r['forwards']:5d}  steps {r['decode_steps']:5d}  "
               f"tok/step {r['decode_rows'] / max(r['decode_steps'], 1):5.1f}  padding {r['padding_fraction']:.3f}",
               flush=True)
 
-    runs["engine"] = run_together(model, tok, tasks, args.batch_size)
-    show(f"engine@{args.batch_size}", runs["engine"])
+    configs = [("engine", lambda: run_together(model, tok, tasks, args.batch_size))]
     if args.per_task:
-        runs["engine, per task"] = run(model, tok, tasks, "engine", args.batch_size)
-        show("per task", runs["engine, per task"])
+        configs.append(("engine, per task", lambda: run(model, tok, tasks, "engine", args.batch_size)))
     sizes = [int(s) for s in args.hf.split(",") if s]
-    for bs in sizes:
-        runs[f"hf@{bs}"] = run(model, tok, tasks, "hf", bs)
-        show(f"hf@{bs}", runs[f"hf@{bs}"])
+    configs += [(f"hf@{bs}", lambda bs=bs: run(model, tok, tasks, "hf", bs)) for bs in sizes]
+    rounds: dict[str, list[dict]] = {label: [] for label, _ in configs}
+    for i in range(args.rounds):
+        for label, fn in configs:
+            rounds[label].append(fn())
+            show(f"{label}" if args.rounds == 1 else f"{label} #{i + 1}", rounds[label][-1])
+    # Each configuration's median round by wall time (its outputs and counts are the same in every round).
+    runs = {label: sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2] for label, rs in rounds.items()}
+    if args.rounds > 1:
+        print()
+        for label, r in runs.items():
+            show(f"{label} median", r)
+        e_all, d_all = rounds["engine"], rounds[f"hf@{sizes[0]}"]
+        print("engine / hf@%d per round: %s" % (sizes[0], ", ".join(
+            f"{d['seconds'] / e['seconds']:.2f}x" for e, d in zip(e_all, d_all))))
+        changed = [label for label, rs in rounds.items() if any(r["outputs"] != rs[0]["outputs"] for r in rs)]
+        print("outputs the same in every round:", "yes" if not changed else "NO: " + ", ".join(changed))
 
     default = runs[f"hf@{sizes[0]}"]
     best_label = max((k for k in runs if k.startswith("hf@")), key=lambda k: runs[k]["tok_s"])

@@ -285,3 +285,103 @@ def test_vllm_backend_is_guarded(model, tok):
         pytest.skip("vLLM is installed here")
     with pytest.raises(SftmixError, match="vLLM"):
         generate(model, tok, convs(1), GenSettings(), backend="vllm")
+
+
+# ----------------------------------------------------------------------------------- the engine's decode kernels
+
+
+def test_decode_attention_equals_attention_over_each_rows_own_columns():
+    from sftmix.evaluate import engine as E
+
+    g = torch.Generator().manual_seed(0)
+    rows, heads, kv, dim, width = 7, 6, 2, 16, 40
+    starts = [0, 0, 3, 12, 12, 25, 30]  # each row's first own column (the batch's window starts at 0)
+    q = torch.randn((rows, heads, 1, dim), generator=g)
+    k = torch.randn((rows, kv, width, dim), generator=g)
+    v = torch.randn((rows, kv, width, dim), generator=g)
+    valid = torch.zeros((rows, width), dtype=torch.bool)
+    for r, s in enumerate(starts):
+        valid[r, s:] = torch.rand(width - s, generator=g) > 0.3
+        valid[r, -1] = True
+    additive = torch.zeros((rows, 1, 1, width)).masked_fill_(~valid[:, None, None], torch.finfo(torch.float32).min)
+    want = torch.empty((rows, 1, heads, dim))
+    for r in range(rows):  # plain attention of each query head over its key/value head's valid columns
+        cols = valid[r].nonzero().flatten()
+        for h in range(heads):
+            kk, vv = k[r, h // (heads // kv), cols], v[r, h // (heads // kv), cols]
+            w = torch.softmax(q[r, h, 0] @ kk.T * dim**-0.5, -1)
+            want[r, 0, h] = w @ vv
+    runs = E.attention_runs(starts, penalty=0)
+    assert len(runs) > 1 and runs[0][0] == 0 and runs[-1][1] == rows
+    for kwargs in ({}, {"sftmix_runs": runs}):
+        got, _ = E._decode_attention(None, q, k, v, additive, scaling=dim**-0.5, **kwargs)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_runs_is_the_best_cut():
+    import itertools
+    import random
+
+    from sftmix.evaluate.engine import attention_runs
+
+    def skipped(starts, cuts):
+        bounds = [0, *cuts, len(starts)]
+        return sum((b - a) * (min(starts[a:b]) - min(starts)) for a, b in zip(bounds, bounds[1:]))
+
+    rnd = random.Random(0)
+    for _ in range(200):
+        n = rnd.randint(1, 8)
+        starts = [rnd.choice([0, 5, 9, 30, 31, 60]) for _ in range(n)]
+        penalty, most = rnd.choice([0, 10, 40]), rnd.randint(1, 4)
+        runs = attention_runs(starts, most=most, penalty=penalty)
+        assert runs[0][0] == 0 and runs[-1][1] == n and all(a[1] == b[0] for a, b in zip(runs, runs[1:]))
+        assert all(c0 == min(starts[a:b]) - min(starts) for a, b, c0 in runs)
+        got = skipped(starts, [a for a, _, _ in runs[1:]]) - penalty * (len(runs) - 1)
+        best = max(skipped(starts, list(c)) - penalty * len(c)
+                   for k in range(most) for c in itertools.combinations(range(1, n), k))
+        assert len(runs) <= most and got == best, (starts, penalty, most, runs)
+
+
+def test_engine_with_attention_runs_matches_hf(model, tok, monkeypatch):
+    from sftmix.evaluate import engine as E
+
+    seen = []
+    real = E._decode_attention
+
+    def spy(*a, **kw):
+        seen.append(len(kw.get("sftmix_runs") or ()))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(E, "RUN_PENALTY", 0)  # split the rows whenever that skips a column
+    from transformers import AttentionInterface
+
+    E._register_attention()
+    monkeypatch.setitem(AttentionInterface._global_mapping, E.DECODE_ATTENTION, spy)
+    prompts = chat_ids(tok, convs(12, seed=11))
+    stop = [tok.eos_token_id] + list(range(7, len(tok), 23))
+    ref = hf_ids(model, tok, prompts, 24, stop)
+    for slots in (4, 12):
+        got, _ = Engine(model, stop, slots=slots, pad_id=tok.pad_token_id).run(prompts, 24)
+        assert [x[0] for x in got] == ref, f"slots={slots}"
+    assert max(seen) > 1  # rows really attended in several runs
+
+
+def test_engine_leaves_the_model_as_it_found_it(model, tok):
+    from sftmix.evaluate import engine as E
+
+    prompts = chat_ids(tok, convs(4, seed=2))
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+
+    def boom(ids):
+        assert model.config._attn_implementation == E.DECODE_ATTENTION  # swapped in while the engine runs
+        assert all("forward" in m.__dict__ for m in linears)  # prepacked weights in use
+        raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        Engine(model, [tok.eos_token_id], slots=2).run(prompts, 8, stop_check=boom)
+    assert model.config._attn_implementation == "sdpa"
+    assert not any("forward" in m.__dict__ for m in linears)
+    x = torch.randn(3, linears[0].in_features)
+    with E._packed_linears(model):
+        packed = linears[0](x)
+    torch.testing.assert_close(packed, torch.nn.functional.linear(x, linears[0].weight, linears[0].bias))
