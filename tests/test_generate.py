@@ -291,7 +291,7 @@ def test_vllm_backend_is_guarded(model, tok):
 
 
 def test_decode_attention_equals_attention_over_each_rows_own_columns():
-    from sftmix.evaluate import engine as E
+    from sftmix.evaluate import fastpath as E
 
     g = torch.Generator().manual_seed(0)
     rows, heads, kv, dim, width = 7, 6, 2, 16, 40
@@ -322,7 +322,7 @@ def test_attention_runs_is_the_best_cut():
     import itertools
     import random
 
-    from sftmix.evaluate.engine import attention_runs
+    from sftmix.evaluate.fastpath import attention_runs
 
     def skipped(starts, cuts):
         bounds = [0, *cuts, len(starts)]
@@ -342,21 +342,29 @@ def test_attention_runs_is_the_best_cut():
         assert len(runs) <= most and got == best, (starts, penalty, most, runs)
 
 
-def test_engine_with_attention_runs_matches_hf(model, tok, monkeypatch):
-    from sftmix.evaluate import engine as E
+@pytest.fixture(params=["fused", "own forward"])
+def path(request, monkeypatch):
+    """The engine's two ways of running a model: a FusedDecoder (Llama-architecture models on a CPU, the tiny model
+    among them), or the model's own forward with the engine's decode attention and prepacked weights."""
+    from sftmix.evaluate import fastpath
+
+    if request.param == "own forward":
+        monkeypatch.setattr(fastpath, "fused_decoder", lambda model: None)
+    return request.param
+
+
+def test_engine_with_attention_runs_matches_hf(model, tok, monkeypatch, path):
+    from sftmix.evaluate import fastpath
 
     seen = []
-    real = E._decode_attention
+    real = fastpath.decode_attention
 
-    def spy(*a, **kw):
-        seen.append(len(kw.get("sftmix_runs") or ()))
-        return real(*a, **kw)
+    def spy(*a):
+        seen.append(len(a[5] or ()) if len(a) > 5 else 0)
+        return real(*a)
 
-    monkeypatch.setattr(E, "RUN_PENALTY", 0)  # split the rows whenever that skips a column
-    from transformers import AttentionInterface
-
-    E._register_attention()
-    monkeypatch.setitem(AttentionInterface._global_mapping, E.DECODE_ATTENTION, spy)
+    monkeypatch.setattr(fastpath, "RUN_PENALTY", 0)  # split the rows whenever that skips a column
+    monkeypatch.setattr(fastpath, "decode_attention", spy)
     prompts = chat_ids(tok, convs(12, seed=11))
     stop = [tok.eos_token_id] + list(range(7, len(tok), 23))
     ref = hf_ids(model, tok, prompts, 24, stop)
@@ -366,22 +374,90 @@ def test_engine_with_attention_runs_matches_hf(model, tok, monkeypatch):
     assert max(seen) > 1  # rows really attended in several runs
 
 
-def test_engine_leaves_the_model_as_it_found_it(model, tok):
-    from sftmix.evaluate import engine as E
+def test_engine_leaves_the_model_as_it_found_it(model, tok, path):
+    from sftmix.evaluate import fastpath
 
     prompts = chat_ids(tok, convs(4, seed=2))
     linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    weights = [m.weight.clone() for m in linears]
 
     def boom(ids):
-        assert model.config._attn_implementation == E.DECODE_ATTENTION  # swapped in while the engine runs
-        assert all("forward" in m.__dict__ for m in linears)  # prepacked weights in use
+        own = path == "own forward"
+        # the model's own forward runs with the engine's attention and prepacked weights swapped in; fused, the
+        # model itself is not touched
+        assert (model.config._attn_implementation == fastpath.DECODE_ATTENTION) == own
+        assert all(("forward" in m.__dict__) == own for m in linears)
         raise RuntimeError("stop here")
 
     with pytest.raises(RuntimeError, match="stop here"):
         Engine(model, [tok.eos_token_id], slots=2).run(prompts, 8, stop_check=boom)
     assert model.config._attn_implementation == "sdpa"
     assert not any("forward" in m.__dict__ for m in linears)
+    assert all(torch.equal(m.weight, w) for m, w in zip(linears, weights))
     x = torch.randn(3, linears[0].in_features)
-    with E._packed_linears(model):
+    with fastpath.packed_linears(model):
         packed = linears[0](x)
     torch.testing.assert_close(packed, torch.nn.functional.linear(x, linears[0].weight, linears[0].bias))
+
+
+def _forward_both_ways(model, prompts):
+    """The last-position logits of a prefill then one decode step, through the engine's FusedDecoder and through
+    the model's own forward (HF modules, with the same prepacked weights and decode attention)."""
+    from sftmix.evaluate import fastpath
+    from sftmix.evaluate.engine import SlotCache
+
+    fused = fastpath.fused_decoder(model)
+    assert fused is not None
+    width = max(map(len, prompts))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    pos = torch.tensor([[0] * (width - len(p)) + list(range(len(p))) for p in prompts])
+    real = ids != 0
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    mask = (causal[None] & real[:, None, :]) | torch.eye(width, dtype=torch.bool)[None]
+    step_ids, step_pos = torch.tensor([[5]] * len(prompts)), pos[:, -1:] + 1
+    step_mask = torch.zeros((len(prompts), 1, 1, width + 1)).masked_fill_(
+        ~torch.cat([real, torch.ones((len(prompts), 1), dtype=torch.bool)], 1)[:, None, None],
+        torch.finfo(torch.float32).min)
+    out = {}
+    with torch.inference_mode():
+        for way in ("fused", "own"):
+            pool = SlotCache(len(prompts), width + 1)
+            pool.window(0, len(prompts), 0, 0)
+            if way == "fused":
+                first = fused(ids, pos, mask[:, None], pool)
+                pool.window(0, len(prompts), width, 0)
+                out[way] = first, fused(step_ids, step_pos, step_mask, pool)
+                continue
+            with fastpath.attention_for_decode(model), fastpath.packed_linears(model):
+                first = model(input_ids=ids, position_ids=pos, attention_mask=mask[:, None], cache=pool,
+                              logits_to_keep=1).logits[:, -1]
+                pool.window(0, len(prompts), width, 0)
+                out[way] = first, model(input_ids=step_ids, position_ids=step_pos, attention_mask=step_mask,
+                                        cache=pool, logits_to_keep=1).logits[:, -1]
+    return out
+
+
+def test_fused_decoder_gives_the_models_own_logits(model, tok):
+    out = _forward_both_ways(model, chat_ids(tok, convs(5, seed=4)))
+    for a, b in zip(out["fused"], out["own"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_decoder_merges_lora_and_declines_what_it_cannot_run(tok):
+    from peft import LoraConfig, get_peft_model
+
+    from sftmix.evaluate import fastpath
+
+    base = chaotic(load_model("tiny", device="cpu"), seed=6)
+    peft = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
+    prompts = chat_ids(tok, convs(4, seed=8))
+    out = _forward_both_ways(peft, prompts)
+    for a, b in zip(out["fused"], out["own"]):  # merged into the weights, the adapter's effect is the same
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    with peft.disable_adapter():
+        plain = _forward_both_ways(peft, prompts)["fused"][0]
+    assert (plain - out["fused"][0]).abs().max() > 1e-2  # and the adapter is really there
+    dora = get_peft_model(chaotic(load_model("tiny", device="cpu")),
+                          LoraConfig(r=4, target_modules=["q_proj"], use_dora=True)).eval()
+    assert fastpath.fused_decoder(dora) is None
+    assert fastpath.fused_decoder(base.half()) is None  # fp32 only

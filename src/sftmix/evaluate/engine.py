@@ -18,9 +18,10 @@ early keep costing a full row of compute, and every prompt is left-padded to the
 - Sampling draws from one torch.Generator per (prompt, sample), seeded from the settings' seed, so a sample does not
   depend on which other sequences shared its batch.
 
-Attention goes through the model's own attention code (sdpa or eager) with an explicit 4D mask; models with
-sliding-window or non-attention layers, or other attention kernels, are left to `generate_hf` by the caller (see
-`supported`).
+Each forward is fastpath.py's: on a CPU, a Llama-architecture model (fp32, plain or LoRA) runs as a `FusedDecoder`;
+any other model runs its own forward with an explicit 4D mask, through the engine's decode attention (sdpa models)
+and prepacked Linear weights. Models with sliding-window or non-attention layers, or other attention kernels, are
+left to `generate_hf` by the caller (see `supported`).
 """
 
 from __future__ import annotations
@@ -30,154 +31,17 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Callable
 
-import numpy as np
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from . import fastpath
+from .fastpath import text_config as _text_config
+
 log = logging.getLogger(__name__)
-# Models whose forwards hand extra keyword arguments down to their attention function (see `_decode_attention`).
-KWARGS_MODELS = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "smollm3"}
 MIN_SHARED_PREFIX = 4  # shorter common prefixes are not worth a separate forward
 GROUP_MIN_LENGTH = 0.9  # a prefill group takes prompts down to this fraction of its longest one
-RUN_PENALTY = 256  # row-columns a further run of decode rows must skip (see `attention_runs`)
-
-
-# --------------------------------------------------------------------------------------------------- attention
-
-DECODE_ATTENTION = "sftmix_decode"
-
-
-def _decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
-    """sdpa, except for the engine's decode steps (one query token per row, an additive float mask over the window).
-
-    There the work is reading every row's keys and values once: torch's CPU flash kernel, built for query blocks,
-    took about 1.6x as long at 73 rows x 300 columns, and converted the boolean mask again in each of the 30 layers.
-    Here the mask is made once per step and the query heads of one key/value head share one matmul (no
-    `repeat_kv` copy of the cache)."""
-    if query.shape[2] != 1 or attention_mask is None or attention_mask.dtype == torch.bool or dropout or kwargs.get(
-            "softcap") is not None:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
-    rows, heads, _, dim = query.shape
-    kv = key.shape[1]
-    q = query.reshape(rows, kv, heads // kv, dim)
-    scale = dim**-0.5 if scaling is None else scaling
-    runs = kwargs.get("sftmix_runs") or [(0, rows, 0)]
-    out = query.new_empty((rows, kv, heads // kv, value.shape[-1]))
-    for r0, r1, c0 in runs:  # each run of rows reads only the columns from its earliest start on
-        scores = torch.matmul(q[r0:r1], key[r0:r1, :, c0:].transpose(-1, -2))  # [rows, kv, q heads per kv, cols]
-        scores.mul_(scale).add_(attention_mask[r0:r1, :, :, c0:])
-        torch.matmul(scores.softmax(-1), value[r0:r1, :, c0:], out=out[r0:r1])
-    return out.reshape(rows, 1, heads, value.shape[-1]), None
-
-
-def attention_runs(starts: list[int], most: int = 4, penalty: int = RUN_PENALTY) -> list[tuple[int, int, int]]:
-    """Cut the decode rows 0..n-1 into at most `most` runs of consecutive rows, each of which attends from its own
-    earliest start column rather than the batch's (columns before a row's start are masked anyway). The cut skips
-    the most such columns, each run beyond the first having to skip `penalty` row-columns to pay for its own
-    matmuls. Returns (first row, end row, columns skipped at the front) per run.
-
-    Why: rows admitted together are right-aligned at the same column, so a short prompt's row spans the longest
-    prompt's columns too; with the three quickstart tasks (45 to 132 prompt tokens) a third of the columns read in
-    decode attention were such padding. Admission fills slots longest prompt first, so rows stay nearly sorted."""
-    n = len(starts)
-    s = np.asarray(starts, dtype=np.int64) - min(starts)
-    if n < 2 or not s.any():
-        return [(0, n, 0)]
-    first = np.full((n, n), -1, dtype=np.int64)  # first[i, j]: the earliest start among rows i..j
-    for i in range(n):
-        first[i, i:] = np.minimum.accumulate(s[i:])
-    length = np.arange(n)[None, :] - np.arange(n)[:, None] + 1
-    skipped = np.where(length > 0, length * first, -1)  # columns a run of rows i..j skips
-    best = [np.concatenate([[-1], skipped[0]])]  # best[k][j]: most skipped over rows 0..j-1 with k+1 runs
-    back = []
-    for _ in range(1, most):
-        total = np.where(skipped >= 0, best[-1][:n, None] + skipped, -1)
-        total[0] = -1  # a later run starts after row 0
-        back.append(total.argmax(0))
-        best.append(np.concatenate([[-1], total.max(0)]))
-    k = max(range(most), key=lambda k: (best[k][n] - penalty * k, -k))
-    runs, end = [], n
-    for kk in range(k, 0, -1):
-        start = int(back[kk - 1][end - 1])
-        runs.append((start, end))
-        end = start
-    runs.append((0, end))
-    return [(a, b, int(s[a:b].min())) for a, b in reversed(runs)]
-
-
-def _register_attention() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    if DECODE_ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(DECODE_ATTENTION, _decode_attention)
-        # Masks the model builds itself (a caller without a 4D mask) are sdpa's, which `_decode_attention` hands on.
-        ALL_MASK_ATTENTION_FUNCTIONS.register(DECODE_ATTENTION, sdpa_mask)
-
-
-@contextmanager
-def _attention_for_decode(model):
-    """Run an sdpa model with `_decode_attention` for the duration (restored after, also on error)."""
-    cfg = _text_config(model)
-    if getattr(cfg, "_attn_implementation", None) != "sdpa":
-        yield False
-        return
-    _register_attention()
-    cfg._attn_implementation = DECODE_ATTENTION
-    try:
-        yield True
-    finally:
-        cfg._attn_implementation = "sdpa"
-
-
-MAX_PACKED_BYTES = 2 << 30  # a larger model's Linear weights are not copied a second time
-
-
-def _packed_linear(weight, bias, x):
-    rows = x.reshape(-1, x.shape[-1])
-    y = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")
-    return y.view(*x.shape[:-1], y.shape[-1])
-
-
-@contextmanager
-def _packed_linears(model):
-    """On a CPU, every plain `nn.Linear` of an fp32 model (an adapter's base layers included) multiplies with a copy
-    of its weight packed once for oneDNN, for the duration (restored after).
-
-    Why: `F.linear` hands MKL the weight in its row-major layout, and MKL repacks it on every call; the weights of
-    a decode step stream from memory, so that repacking is paid at every step. Prepacked, on a 2-core CPU, a
-    SmolLM2 decode step's layer matmuls took 10-20% less time and its output layer (576 x 49,152) half the time.
-    The logits differ from MKL's in the last bits (about 3e-6), as they do between batch sizes; greedy completions
-    stayed identical to HF generate's."""
-    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
-    size = sum(m.weight.numel() * m.weight.element_size() for m in linears)
-    if (not linears or linears[0].weight.device.type != "cpu" or linears[0].weight.dtype != torch.float32
-            or size > MAX_PACKED_BYTES or not torch.backends.mkldnn.is_available()):
-        yield
-        return
-    patched = []
-    try:
-        for m in linears:
-            packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), None)
-            bias = None if m.bias is None else m.bias.detach()
-            m.forward = partial(_packed_linear, packed, bias)
-            patched.append(m)
-    except (RuntimeError, AttributeError) as e:  # a torch build without these oneDNN ops: MKL as before
-        log.info("sftmix engine: oneDNN prepacked weights unavailable (%s)", e)
-        for m in patched:
-            del m.forward
-        patched = []
-    try:
-        yield
-    finally:
-        for m in patched:
-            m.__dict__.pop("forward", None)
 
 
 # ------------------------------------------------------------------------------------------------------- cache
@@ -310,11 +174,6 @@ class _Seq:
     generator: torch.Generator | None = None
 
 
-def _text_config(model):
-    """The language model's config (a multimodal model nests it)."""
-    return model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-
-
 def supported(model) -> str | None:
     """None if the engine can run `model`; otherwise why not (the caller falls back to HF generate)."""
     cfg = _text_config(model)
@@ -329,6 +188,11 @@ def supported(model) -> str | None:
     if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
         return "the model uses sliding-window attention"
     return None
+
+
+@contextmanager
+def _nothing():
+    yield None
 
 
 def _cache_arg(module) -> str:
@@ -414,8 +278,10 @@ class Engine:
             self.P = 0
         stats.shared_prefix_tokens = self.P
         span = max(len(p) + m for p, m in zip(prompts, self.max_new)) + 1  # the most columns one row ever needs
-        # Slack columns let `hi` run on; when it reaches the end the active window slides back to column 0.
-        capacity = span + max(32, span // 4)
+        # Slack columns let `hi` run on past later admissions; when it reaches the end the active window slides back
+        # to column 0. With every sequence admitted at once, `hi` never passes `span`, and slack would only cost the
+        # zeroing of memory never used (for the quickstart, a fifth of 2 GiB).
+        capacity = span if len(prompts) * n <= self.max_slots else span + max(32, span // 4)
         # As many slots as asked, as long as their keys and values fit the cache budget (a large model's long rows
         # would otherwise take more memory than the machine has).
         fit = self.max_cache_bytes // (capacity * self._column_bytes())
@@ -431,10 +297,18 @@ class Engine:
         self.last: list[int] = []  # each active slot's last token
         self.hi = 0
 
-        with torch.inference_mode(), _attention_for_decode(self.model) as fast, _packed_linears(self.model):
-            self.additive_decode = fast or self.float_mask
-            # Attention kwargs reach `_decode_attention` through the forwards of the models named here.
-            self.fast_attention = fast and getattr(_text_config(self.model), "model_type", None) in KWARGS_MODELS
+        # A Llama-architecture model on a CPU runs as a FusedDecoder; any other model runs its own forward with the
+        # engine's decode attention (sdpa models) and prepacked Linear weights.
+        with torch.inference_mode():
+            self.fused = fastpath.fused_decoder(self.model) if self.device.type == "cpu" else None
+        own = self.fused is None
+        attention = fastpath.attention_for_decode(self.model) if own else _nothing()
+        packing = fastpath.packed_linears(self.model) if own else _nothing()
+        with torch.inference_mode(), attention as fast, packing:
+            self.additive_decode = self.fused is not None or bool(fast) or self.float_mask
+            # Runs of rows reach the attention of fused models, and through the forwards of the models named here.
+            model_type = getattr(_text_config(self.model), "model_type", None)
+            self.fast_attention = self.fused is not None or (bool(fast) and model_type in fastpath.KWARGS_MODELS)
             self.runs_for, self.runs = None, [(0, 0, 0)]
             self.prefix = self._prefix_kv() if self.P else None
             while self.queue or self.slot_seq:
@@ -472,6 +346,8 @@ class Engine:
             mask = self._additive(mask)
         self.stats.forwards += 1
         cache = self.pool if pool is None else pool
+        if self.fused is not None:
+            return self.fused(ids, pos, mask, cache, (extra or {}).get("sftmix_runs"))
         args = dict(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{self.cache_arg: cache},
                     **(extra or {}))
         return self.model(**args, logits_to_keep=1).logits[:, -1].float()
@@ -625,7 +501,7 @@ class Engine:
         if self.fast_attention:
             starts = tuple(self.slot_start)
             if starts != self.runs_for:  # rows came or went
-                self.runs_for, self.runs = starts, attention_runs(list(starts), penalty=RUN_PENALTY)
+                self.runs_for, self.runs = starts, fastpath.attention_runs(list(starts))
             if len(self.runs) > 1:
                 extra["sftmix_runs"] = self.runs
         logits = self._forward(ids, pos, mask, extra=extra)
