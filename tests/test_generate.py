@@ -400,14 +400,34 @@ def test_engine_leaves_the_model_as_it_found_it(model, tok, path):
     torch.testing.assert_close(packed, torch.nn.functional.linear(x, linears[0].weight, linears[0].bias))
 
 
+def test_sequences_admitted_at_once_fit_the_cache_as_allocated(model, tok, monkeypatch):
+    from sftmix.evaluate.engine import SlotCache
+
+    # A long prompt with few new tokens beside short prompts with many: the cache must hold the longest prompt
+    # plus the most new tokens, not just the longest single sequence.
+    prompts = chat_ids(tok, convs(6, seed=13))
+    prompts[0] = prompts[0] + prompts[1] + prompts[2]
+    max_new = [2] + [40] * 5
+    grew = []
+    monkeypatch.setattr(SlotCache, "grow", lambda self, c: grew.append(c))
+    monkeypatch.setattr(SlotCache, "shift", lambda self, *a: grew.append(a))
+    engine = Engine(model, [], slots=8, pad_id=tok.pad_token_id)
+    out, stats = engine.run(prompts, max_new)
+    assert grew == [] and [len(o[0]) for o in out] == max_new
+    assert engine.pool.capacity == max(map(len, prompts)) + 40 + 1
+
+
 def _forward_both_ways(model, prompts):
     """The last-position logits of a prefill then one decode step, through the engine's FusedDecoder and through
     the model's own forward (HF modules, with the same prepacked weights and decode attention)."""
     from sftmix.evaluate import fastpath
     from sftmix.evaluate.engine import SlotCache
 
+    from sftmix.evaluate.engine import _cache_arg
+
     fused = fastpath.fused_decoder(model)
     assert fused is not None
+    arg = _cache_arg(model)
     width = max(map(len, prompts))
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
     pos = torch.tensor([[0] * (width - len(p)) + list(range(len(p))) for p in prompts])
@@ -429,18 +449,50 @@ def _forward_both_ways(model, prompts):
                 out[way] = first, fused(step_ids, step_pos, step_mask, pool)
                 continue
             with fastpath.attention_for_decode(model), fastpath.packed_linears(model):
-                first = model(input_ids=ids, position_ids=pos, attention_mask=mask[:, None], cache=pool,
-                              logits_to_keep=1).logits[:, -1]
+                first = model(input_ids=ids, position_ids=pos, attention_mask=mask[:, None], logits_to_keep=1,
+                              **{arg: pool}).logits[:, -1]
                 pool.window(0, len(prompts), width, 0)
                 out[way] = first, model(input_ids=step_ids, position_ids=step_pos, attention_mask=step_mask,
-                                        cache=pool, logits_to_keep=1).logits[:, -1]
+                                        logits_to_keep=1, **{arg: pool}).logits[:, -1]
     return out
 
 
-def test_fused_decoder_gives_the_models_own_logits(model, tok):
-    out = _forward_both_ways(model, chat_ids(tok, convs(5, seed=4)))
+def _small(kind: str):
+    """Small random models of the other shapes the FusedDecoder takes: grouped key/value heads and q/k/v biases
+    (qwen2); all four attention biases, untied embeddings and llama3 rope scaling (llama)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=8,
+                  num_key_value_heads=2, max_position_embeddings=256, attn_implementation="sdpa")
+    if kind == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    else:
+        import transformers
+
+        rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 32}
+        if int(transformers.__version__.split(".")[0]) >= 5:  # renamed in transformers 5, theta moved inside
+            rope = {"rope_parameters": {**rope, "rope_theta": 10000.0}}
+        else:
+            rope = {"rope_scaling": rope}
+        model = LlamaForCausalLM(LlamaConfig(**common, **rope, attention_bias=True, tie_word_embeddings=False))
+    return chaotic(model)
+
+
+@pytest.mark.parametrize("kind", ["tiny", "qwen2", "llama with biases and llama3 rope"])
+def test_fused_decoder_gives_the_models_own_logits(model, tok, kind):
+    if kind == "tiny":
+        m, prompts = model, chat_ids(tok, convs(5, seed=4))
+    else:
+        g = torch.Generator().manual_seed(1)
+        m = _small("qwen2" if kind == "qwen2" else "llama")
+        prompts = [torch.randint(1, 300, (int(n),), generator=g).tolist() for n in (5, 40, 17, 90)]
+        assert any(p.bias is not None for p in m.modules() if isinstance(p, torch.nn.Linear))
+    out = _forward_both_ways(m, prompts)
     for a, b in zip(out["fused"], out["own"]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert a.abs().max() > 1  # not vacuously equal
 
 
 def test_fused_decoder_merges_lora_and_declines_what_it_cannot_run(tok):
@@ -457,7 +509,25 @@ def test_fused_decoder_merges_lora_and_declines_what_it_cannot_run(tok):
     with peft.disable_adapter():
         plain = _forward_both_ways(peft, prompts)["fused"][0]
     assert (plain - out["fused"][0]).abs().max() > 1e-2  # and the adapter is really there
+    peft.merge_adapter()  # merged into the base weights, it must not be applied twice ...
+    torch.testing.assert_close(_forward_both_ways(peft, prompts)["fused"][0], out["fused"][0], rtol=1e-4, atol=1e-4)
+    with peft.disable_adapter():  # ... nor kept when disabled (PEFT unmerges for that call: left to PEFT here)
+        assert fastpath.fused_decoder(peft) is None
     dora = get_peft_model(chaotic(load_model("tiny", device="cpu")),
                           LoraConfig(r=4, target_modules=["q_proj"], use_dora=True)).eval()
     assert fastpath.fused_decoder(dora) is None
     assert fastpath.fused_decoder(base.half()) is None  # fp32 only
+
+
+def test_packing_leaves_a_modules_own_forward_alone(model):
+    from sftmix.evaluate import fastpath
+
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    hooked = linears[0]
+    own = hooked.forward = lambda x: x * 0  # as accelerate's hooks set an instance forward
+    try:
+        with fastpath.packed_linears(model):
+            assert hooked.forward is own and "forward" in linears[1].__dict__
+        assert hooked.forward is own and "forward" not in linears[1].__dict__
+    finally:
+        del hooked.forward

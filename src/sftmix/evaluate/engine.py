@@ -29,7 +29,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -190,11 +190,6 @@ def supported(model) -> str | None:
     return None
 
 
-@contextmanager
-def _nothing():
-    yield None
-
-
 def _cache_arg(module) -> str:
     """transformers 5.2x renamed the forward's `past_key_values` to `cache` (and warns on the old name)."""
     base = module.get_base_model() if hasattr(module, "get_base_model") else module
@@ -278,15 +273,19 @@ class Engine:
             self.P = 0
         stats.shared_prefix_tokens = self.P
         span = max(len(p) + m for p, m in zip(prompts, self.max_new)) + 1  # the most columns one row ever needs
-        # Slack columns let `hi` run on past later admissions; when it reaches the end the active window slides back
-        # to column 0. With every sequence admitted at once, `hi` never passes `span`, and slack would only cost the
-        # zeroing of memory never used (for the quickstart, a fifth of 2 GiB).
-        capacity = span if len(prompts) * n <= self.max_slots else span + max(32, span // 4)
+        column, total = self._column_bytes(), len(prompts) * n
+        # Admitted all at once (when the slots and the cache budget allow), every row is right-aligned at the longest
+        # prompt's end and `hi` stays below `tight`: no slack, which would only cost zeroing memory never used (for
+        # the quickstart, a fifth of 2 GiB). Otherwise slack columns let `hi` run on past later admissions; when it
+        # reaches the end, the active window slides back to column 0.
+        tight = max(map(len, prompts)) + max(self.max_new) + 1
+        at_once = total <= min(self.max_slots, self.max_cache_bytes // (tight * column))
+        capacity = tight if at_once else span + max(32, span // 4)
         # As many slots as asked, as long as their keys and values fit the cache budget (a large model's long rows
         # would otherwise take more memory than the machine has).
-        fit = self.max_cache_bytes // (capacity * self._column_bytes())
-        self.slots = max(1, min(self.max_slots, len(prompts) * n, fit))
-        if fit < min(self.max_slots, len(prompts) * n):
+        fit = self.max_cache_bytes // (capacity * column)
+        self.slots = max(1, min(self.max_slots, total, fit))
+        if fit < min(self.max_slots, total):
             log.info("sftmix engine: %d sequences at once, not %d: their keys and values fit a %.1f GiB cache",
                      self.slots, self.max_slots, self.max_cache_bytes / 2**30)
         self.pool = SlotCache(self.slots, capacity)
@@ -302,24 +301,28 @@ class Engine:
         with torch.inference_mode():
             self.fused = fastpath.fused_decoder(self.model) if self.device.type == "cpu" else None
         own = self.fused is None
-        attention = fastpath.attention_for_decode(self.model) if own else _nothing()
-        packing = fastpath.packed_linears(self.model) if own else _nothing()
-        with torch.inference_mode(), attention as fast, packing:
-            self.additive_decode = self.fused is not None or bool(fast) or self.float_mask
-            # Runs of rows reach the attention of fused models, and through the forwards of the models named here.
-            model_type = getattr(_text_config(self.model), "model_type", None)
-            self.fast_attention = self.fused is not None or (bool(fast) and model_type in fastpath.KWARGS_MODELS)
-            self.runs_for, self.runs = None, [(0, 0, 0)]
-            self.prefix = self._prefix_kv() if self.P else None
-            while self.queue or self.slot_seq:
-                free = self.slots - len(self.slot_seq)
-                # Refill when a few slots are free (or the batch ran dry): fewer, fuller prefill forwards.
-                if self.queue and (free >= max(1, self.slots // 8) or not self.slot_seq or len(self.queue) <= free):
-                    while self.queue and free > 0:  # one prefill forward per group of similar lengths
-                        self._admit(free)
-                        free = self.slots - len(self.slot_seq)
-                if self.slot_seq:
-                    self._decode()
+        attention = fastpath.attention_for_decode(self.model) if own else nullcontext(False)
+        packing = fastpath.packed_linears(self.model) if own else nullcontext()
+        try:
+            with torch.inference_mode(), attention as fast, packing:
+                self.additive_decode = self.fused is not None or bool(fast) or self.float_mask
+                # Runs of rows reach the attention of fused models, and through the forwards of the models named.
+                kind = getattr(_text_config(self.model), "model_type", None)
+                self.fast_attention = self.fused is not None or (bool(fast) and kind in fastpath.KWARGS_MODELS)
+                self.runs_for = self.runs = None
+                self.prefix = self._prefix_kv() if self.P else None
+                while self.queue or self.slot_seq:
+                    free = self.slots - len(self.slot_seq)
+                    # Refill when a few slots are free (or the batch ran dry): fewer, fuller prefill forwards.
+                    if self.queue and (free >= max(1, self.slots // 8) or not self.slot_seq
+                                       or len(self.queue) <= free):
+                        while self.queue and free > 0:  # one prefill forward per group of similar lengths
+                            self._admit(free)
+                            free = self.slots - len(self.slot_seq)
+                    if self.slot_seq:
+                        self._decode()
+        finally:
+            self.fused = None  # its packed weight copies
         stats.seconds = time.perf_counter() - t0
         out: list[list[list[int]]] = [[[] for _ in range(n)] for _ in prompts]
         for s, ids in zip(self.seqs, self.done):
@@ -499,7 +502,7 @@ class Engine:
         self.pool.window(0, n, hi, lo)
         extra = {}
         if self.fast_attention:
-            starts = tuple(self.slot_start)
+            starts = tuple(s - lo for s in self.slot_start)
             if starts != self.runs_for:  # rows came or went
                 self.runs_for, self.runs = starts, fastpath.attention_runs(list(starts))
             if len(self.runs) > 1:

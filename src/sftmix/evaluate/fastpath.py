@@ -67,7 +67,6 @@ def _decode_attention(module, query, key, value, attention_mask, dropout: float 
             "softcap") is not None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        kwargs.pop("sftmix_runs", None)
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
@@ -88,18 +87,17 @@ def attention_runs(starts: list[int], most: int = 4, penalty: int | None = None)
     s = np.asarray(starts, dtype=np.int64) - min(starts)
     if n < 2 or not s.any():
         return [(0, n, 0)]
-    first = np.full((n, n), -1, dtype=np.int64)  # first[i, j]: the earliest start among rows i..j
+    first = np.zeros((n, n), dtype=np.int64)  # first[i, j]: the earliest start among rows i..j (for j >= i)
     for i in range(n):
         first[i, i:] = np.minimum.accumulate(s[i:])
     length = np.arange(n)[None, :] - np.arange(n)[:, None] + 1
-    skipped = np.where(length > 0, length * first, -1)  # columns a run of rows i..j skips
-    best = [np.concatenate([[-1], skipped[0]])]  # best[k][j]: most skipped over rows 0..j-1 with k+1 runs
+    skipped = np.where(length > 0, length * first, -np.inf)  # columns a run of rows i..j skips
+    best = [np.concatenate([[-np.inf], skipped[0]])]  # best[k][j]: most skipped over rows 0..j-1 with k+1 runs
     back = []
     for _ in range(1, most):
-        total = np.where(skipped >= 0, best[-1][:n, None] + skipped, -1)
-        total[0] = -1  # a later run starts after row 0
+        total = best[-1][:n, None] + skipped  # a run of rows i..j after k runs over rows 0..i-1
         back.append(total.argmax(0))
-        best.append(np.concatenate([[-1], total.max(0)]))
+        best.append(np.concatenate([[-np.inf], total.max(0)]))
     k = max(range(most), key=lambda k: (best[k][n] - penalty * k, -k))
     runs, end = [], n
     for kk in range(k, 0, -1):
@@ -122,10 +120,11 @@ def _register_attention() -> None:
 
 @contextmanager
 def attention_for_decode(model):
-    """Run an sdpa model with `_decode_attention` for the duration (restored after, also on error); yields whether
-    it did."""
+    """Run an sdpa model on a CPU with `_decode_attention` for the duration (restored after, also on error); yields
+    whether it did. Not reentrant: one engine run per model at a time (`sftmix serve` has one generating thread)."""
     cfg = text_config(model)
-    if getattr(cfg, "_attn_implementation", None) != "sdpa":
+    # On a GPU, sdpa's fused kernels are the better choice; this path was measured on CPUs only.
+    if getattr(cfg, "_attn_implementation", None) != "sdpa" or next(model.parameters()).device.type != "cpu":
         yield False
         return
     _register_attention()
@@ -141,7 +140,7 @@ def attention_for_decode(model):
 
 def _packable(weights: list[torch.Tensor]) -> bool:
     size = sum(w.numel() * w.element_size() for w in weights)
-    return (bool(weights) and weights[0].device.type == "cpu" and weights[0].dtype == torch.float32
+    return (bool(weights) and all(w.device.type == "cpu" and w.dtype == torch.float32 for w in weights)
             and size <= MAX_PACKED_BYTES and torch.backends.mkldnn.is_available())
 
 
@@ -159,18 +158,19 @@ def packed_linear(weight, bias, x):
 def packed_linears(model):
     """On a CPU, every plain `nn.Linear` of an fp32 model (an adapter's base layers included) multiplies with a copy
     of its weight packed once for oneDNN, for the duration (restored after)."""
-    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    # A module with a forward of its own (accelerate's hooks, say) keeps it.
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear and "forward" not in m.__dict__]
     if not _packable([m.weight for m in linears]):
         yield
         return
     patched = []
     try:
-        for m in linears:
-            m.forward = partial(packed_linear, pack(m.weight), None if m.bias is None else m.bias.detach())
-            patched.append(m)
-    except (RuntimeError, AttributeError) as e:  # a torch build without these oneDNN ops: MKL as before
-        log.info("sftmix engine: oneDNN prepacked weights unavailable (%s)", e)
-    try:
+        try:
+            for m in linears:
+                m.forward = partial(packed_linear, pack(m.weight), None if m.bias is None else m.bias.detach())
+                patched.append(m)
+        except RuntimeError as e:  # a torch build without these oneDNN ops: MKL as before
+            log.info("sftmix engine: oneDNN prepacked weights unavailable (%s)", e)
         yield
     finally:
         for m in patched:
@@ -188,12 +188,17 @@ def _linear_weights(m) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     base = getattr(m, "base_layer", None)
     if type(base) is not torch.nn.Linear or not hasattr(m, "get_delta_weight") or not hasattr(m, "lora_A"):
         return None
+    merged, disabled = getattr(m, "merged", False), getattr(m, "disable_adapters", False)
+    if merged and disabled:  # PEFT unmerges for such a call; the base weight here still holds the adapters
+        return None
     weight = base.weight.detach()
-    if not getattr(m, "merged", False) and not getattr(m, "disable_adapters", False):
+    if not merged and not disabled:
         for name in m.active_adapters:
             if name not in m.lora_A:
                 continue
-            if getattr(m, "use_dora", {}).get(name) or getattr(m, "lora_bias", {}).get(name):
+            # DoRA, LoRA biases and the variants (aLoRA, Arrow, ...) are not a plain B @ A added to the weight
+            if (getattr(m, "use_dora", {}).get(name) or getattr(m, "lora_bias", {}).get(name)
+                    or name in getattr(m, "lora_variant", {})):
                 return None
             weight = weight + m.get_delta_weight(name).detach()
     return weight, None if base.bias is None else base.bias.detach()
@@ -226,11 +231,11 @@ def fused_decoder(model) -> "FusedDecoder | None":
     try:
         for layer in decoder.layers:
             a, mlp = layer.self_attn, layer.mlp
-            if getattr(a, "scaling", dim**-0.5) != dim**-0.5:
+            if getattr(a, "scaling", dim**-0.5) != dim**-0.5 or getattr(a, "sliding_window", None):
                 return None
             parts = [_linear_weights(p) for p in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, mlp.gate_proj,
                                                   mlp.up_proj, mlp.down_proj)]
-            if any(p is None for p in parts) or parts[4][1] is not None or parts[5][1] is not None:
+            if any(p is None for p in parts):
                 return None
             norms = (layer.input_layernorm, layer.post_attention_layernorm)
             if any(set(dict(n.named_parameters())) != {"weight"} for n in norms):
