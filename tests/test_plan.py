@@ -175,3 +175,29 @@ def test_max_new_tokens_inside_task_params_is_honoured_and_twice_is_an_error(tmp
                  + "amounts: [1]\n")
     with pytest.raises(StudyError, match=r"s.yaml:\d+.*max_new_tokens is given twice"):
         build_tasks(load_study(p))
+
+
+def test_the_generation_backend_is_part_of_every_evaluations_key(tmp_path):
+    from sftmix.study.steps import wanted_evals
+
+    engine = plan_of(tmp_path, "amounts: [1]\n")
+    hf = plan_of(tmp_path, "amounts: [1]\n", ["evaluation.backend=hf"])
+    assert hf.backend == "hf" and engine.backend == "engine"
+    ids = [sorted(str(v) for v in wanted_evals(p).values()) for p in (engine, hf)]
+    assert ids[0] != ids[1]
+    # the engine's keys are those stored before backends had a say
+    import hashlib
+    import json
+
+    from sftmix.study.steps import task_key
+
+    r, t = engine.runs[0], engine.tasks[0]
+    before = hashlib.sha256(json.dumps([r.checkpoint_id, task_key(t)], sort_keys=True, default=str).encode())
+    assert wanted_evals(engine)[r.run_id][t.name][len(r.stages)] == before.hexdigest()[:20]
+    with pytest.raises(Exception, match="backend"):
+        plan_of(tmp_path, "amounts: [1]\n", ["evaluation.backend=tgi"])
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:  # said when the study loads, not after every stage has trained
+        with pytest.raises(Exception, match="evaluation.backend.*vLLM installed"):
+            plan_of(tmp_path, "amounts: [1]\n", ["evaluation.backend=vllm"])

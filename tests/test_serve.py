@@ -192,3 +192,70 @@ def test_sftmix_serve_command_serves_a_stage_directory(tmp_path, tiny):
             proc.kill()
             proc.wait()
     assert proc.returncode in (0, 130, -signal.SIGINT)
+
+
+def _predictions(db_path) -> dict:
+    import sqlite3
+
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT e.task, i.item_id, i.prediction, i.score FROM items i JOIN evals e USING (eval_id)")
+        return {(t, i): (p, s) for t, i, p, s in rows}
+
+
+def test_sftmix_eval_scores_a_served_model_as_it_scores_the_model_itself(tiny, tmp_path, capsys, monkeypatch):
+    """`sftmix eval MODEL --base-url URL`: the OpenAI-compatible backend on a live `sftmix serve`; greedy replies
+    and scores equal those of the same model evaluated in process."""
+    from sftmix.cli import main
+
+    key = "sk-test-not-stored-4711"
+    monkeypatch.setenv("SFTMIX_TEST_KEY", key)
+    args = ["--tasks", "math,code,general", "--limit", "3", "--no-progress"]
+    with serve_in_thread(create_app(*tiny, "tiny", Limits(), api_key=key)) as url:
+        # the server wants the key: without --api-key-env none is sent, and sftmix says so
+        assert main(["eval", "tiny", "--base-url", url, "--out", str(tmp_path / "nokey"), *args]) == 2
+        assert "refused the API key" in capsys.readouterr().err
+        assert main(["eval", "tiny", "--base-url", url, "--api-key-env", "SFTMIX_TEST_KEY", "--out",
+                     str(tmp_path / "served"), *args]) == 0
+    served_out, served_err = capsys.readouterr()
+    assert main(["eval", "tiny", "--out", str(tmp_path / "local"), *args]) == 0
+    assert capsys.readouterr().out == served_out
+    served, local = _predictions(tmp_path / "served" / "sftmix.db"), _predictions(tmp_path / "local" / "sftmix.db")
+    assert len(served) == 9 and served == local
+    # the key is read from the environment, never written down or printed
+    assert key not in served_out + served_err
+    for f in (tmp_path / "served").rglob("*"):
+        assert not f.is_file() or key.encode() not in f.read_bytes(), f
+
+
+def test_sftmix_eval_backend_is_part_of_the_key_and_checked(tmp_path, capsys, monkeypatch):
+    import sqlite3
+
+    from sftmix.cli import main
+    from sftmix.evaluate import generate as gen
+
+    calls = []
+    real = gen.generate_hf
+    monkeypatch.setattr(gen, "generate_hf", lambda *a, **k: calls.append(1) or real(*a, **k))
+    args = ["eval", "tiny", "--tasks", "math", "--limit", "3", "--no-progress", "--out", str(tmp_path)]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert not calls
+    # plain HF generate is another evaluation (another backend may sample differently), with the same greedy replies
+    assert main(args + ["--backend", "hf"]) == 0
+    assert calls and capsys.readouterr().out == first
+    with sqlite3.connect(tmp_path / "sftmix.db") as db:
+        runs = db.execute("SELECT run_id, label FROM runs ORDER BY label").fetchall()
+        preds = db.execute("SELECT eval_id, item_id, prediction FROM items ORDER BY item_id, eval_id").fetchall()
+    # both stay in the store, each under its own run
+    assert [label for _, label in runs] == ["tiny", "tiny [hf]"] and runs[0][0] != runs[1][0]
+    assert len({e for e, _, _ in preds}) == 2 and len(preds) == 6
+    assert [p[1:] for p in preds[0::2]] == [p[1:] for p in preds[1::2]]
+    bad = [(["--backend", "openai"], "--base-url URL"),
+           (["--backend", "hf", "--base-url", "http://127.0.0.1:9/v1"], "only for --backend openai"),
+           (["--api-key-env", "X"], "only for --backend openai"),
+           (["--base-url", "http://127.0.0.1:9/v1", "--chat-template", "chatml"], "its own chat template")]
+    for extra, message in bad:
+        assert main(args + extra) == 2
+        assert message in capsys.readouterr().err
+    assert main(["eval", "--samples", "x.jsonl", "--backend", "hf", "--out", str(tmp_path)]) == 2
+    assert "nothing is generated" in capsys.readouterr().err

@@ -198,8 +198,8 @@ def test_report_to_is_checked_at_load_time(tmp_path, monkeypatch):
 
 
 def test_credentials_in_a_tracking_uri_never_reach_a_message():
-    from sftmix.study.tracking import _redact
+    from sftmix.errors import redact
 
-    text = _redact("logging to https://bob:hunter2@mlflow.example.com/api?x=1&access_token=abc123 failed")
+    text = redact("logging to https://bob:hunter2@mlflow.example.com/api?x=1&access_token=abc123 failed")
     assert "hunter2" not in text and "abc123" not in text and "mlflow.example.com" in text
-    assert _redact("file:///tmp/mlruns") == "file:///tmp/mlruns"
+    assert redact("file:///tmp/mlruns") == "file:///tmp/mlruns"

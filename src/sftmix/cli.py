@@ -102,16 +102,23 @@ def _fingerprint(path: Path) -> list:
     return [str(path)] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
 
 
-def eval_checkpoint(model: str | None, adapter: str | None = None, samples: str | None = None) -> tuple[str, str]:
+def eval_checkpoint(model: str | None, adapter: str | None = None, samples: str | None = None,
+                    endpoint: str | None = None, backend: str = "engine") -> tuple[str, str]:
     """(checkpoint id, readable label) for `sftmix eval`: a hash of the resolved model (a local directory by path
-    and contents, else the built-in name or hub id as given), the adapter's absolute path and contents, or the samples
-    file's content; base names alone collide (every stage's adapter directory is called `adapter`)."""
+    and contents, else the built-in name or hub id as given), the adapter's absolute path and contents, the samples
+    file's content, or the endpoint's URL and served model name; base names alone collide (every stage's adapter
+    directory is called `adapter`)."""
     import hashlib
     import re
 
     if samples:
         label = model or Path(samples).stem
         ident = ["samples", hashlib.sha256(Path(samples).read_bytes()).hexdigest()]
+    elif endpoint:
+        from .errors import redact
+
+        label = f"{model} @ {redact(endpoint)}"  # the label is stored; a URL's credentials are not
+        ident = ["endpoint", endpoint.rstrip("/"), model]
     else:
         label = model + (f" + {adapter}" if adapter else "")
         ident = ["model", _fingerprint(Path(model)) if Path(model).exists() else model]
@@ -119,6 +126,9 @@ def eval_checkpoint(model: str | None, adapter: str | None = None, samples: str 
             if not Path(adapter).exists():
                 raise SftmixError(f"--adapter {adapter}: no such directory")
             ident += ["adapter", _fingerprint(Path(adapter))]
+        if backend != "engine":  # its own row in the store, beside the engine's (whose ids stay as they were)
+            label += f" [{backend}]"
+            ident += ["backend", backend]
     digest = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:12]
     slug = re.sub(r"[^\w.+-]+", "-", label).strip("-")[-48:]
     return f"eval-{slug}-{digest}", label
@@ -127,6 +137,31 @@ def eval_checkpoint(model: str | None, adapter: str | None = None, samples: str 
 def _print_summary(name: str, summary: dict, metric: str) -> None:
     extras = ", ".join(f"{k} {100 * v:.1f}%" for k, v in summary.items() if k != metric)
     print(f"{name}: {100 * summary[metric]:.1f}%" + (f" ({extras})" if extras else ""))
+
+
+def _eval_backend(args) -> str:
+    """The generation backend `sftmix eval` was asked for, after checking the options that go with it."""
+    given = [f for f, v in (("--backend", args.backend), ("--base-url", args.base_url),
+                            ("--api-key-env", args.api_key_env)) if v]
+    if args.samples:
+        if given:
+            raise SftmixError(f"{given[0]}: --samples scores completions made elsewhere; nothing is generated")
+        return "engine"
+    if not args.model:
+        raise SftmixError("give a MODEL (tiny, smollm2-135m-instruct, an HF id or a directory) or --samples FILE")
+    backend = args.backend or ("openai" if args.base_url else "engine")
+    if backend != "openai":
+        if args.base_url or args.api_key_env:
+            raise SftmixError(f"{given[-1]}: only for --backend openai, not {backend}")
+        return backend
+    if not args.base_url:
+        raise SftmixError("--backend openai: give the endpoint with --base-url URL (e.g. http://localhost:8000/v1)")
+    # An endpoint serves its model as it is: template and adapter are the server's.
+    if args.adapter:
+        raise SftmixError("--adapter: an endpoint serves its model as it is; load the adapter in the server")
+    if args.chat_template != "auto":
+        raise SftmixError("--chat-template: an endpoint applies its own chat template")
+    return backend
 
 
 def cmd_eval(args) -> int:
@@ -157,6 +192,7 @@ def cmd_eval(args) -> int:
             params[t][key] = yaml.safe_load(v)
     # with --samples every item that has a sample is scored; a model is asked 100 items per task unless told otherwise
     limit = args.limit if args.limit is not None else (None if args.samples else 100)
+    backend = _eval_backend(args)
     tasks = [make_task(t, limit=limit, **params[t]) for t in names]
     out = Path(args.out)
     store = Store(out / "sftmix.db")
@@ -164,15 +200,20 @@ def cmd_eval(args) -> int:
         if args.samples:
             _eval_samples(args, tasks, store, out)
             return 0
-        if not args.model:
-            raise SftmixError("give a MODEL (tiny, smollm2-135m-instruct, an HF id or a directory) or --samples FILE")
-        from .models import load_model, load_tokenizer
+        if backend == "openai":
+            from .evaluate.generate import Endpoint
 
-        run_id, label = eval_checkpoint(args.model, args.adapter)
-        tok = load_tokenizer(args.model, args.chat_template)
-        model = load_model(args.model, adapter=args.adapter)
+            run_id, label = eval_checkpoint(args.model, endpoint=args.base_url)
+            # No key unless named: $OPENAI_API_KEY is not handed to whatever URL is given.
+            model, tok = Endpoint(args.base_url, args.model, api_key_env=args.api_key_env or ""), None
+        else:
+            from .models import load_model, load_tokenizer
+
+            run_id, label = eval_checkpoint(args.model, args.adapter, backend=backend)
+            tok = load_tokenizer(args.model, args.chat_template)
+            model = load_model(args.model, adapter=args.adapter)
         store.add_run(run_id, label, args.model, "eval", "", 0.0, 0, [])
-        scores = evaluate_model(model, tok, tasks, store, run_id, args.batch_size, not args.no_progress)
+        scores = evaluate_model(model, tok, tasks, store, run_id, args.batch_size, not args.no_progress, backend)
         for k, v in scores.items():
             print(f"{k}: {100 * v:.1f}%")
         if not scores:
@@ -382,7 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "lines per id = n samples, for pass@k) instead of generating")
     e.add_argument("--param", action="append", default=[], help="task parameter key=value for every task that takes it, or TASK.key=value (e.g. "
                    "path=gsm8k_test.jsonl, code.samples=10)")
-    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--batch-size", type=int, default=128,
+                   help="sequences decoded at once by the engine and hf backends (default 128)")
+    e.add_argument("--backend", choices=["engine", "hf", "vllm", "openai"],
+                   help="engine (default): sftmix's; hf: plain HF generate; vllm: vLLM (installed, a GPU); "
+                   "openai: the OpenAI-compatible endpoint at --base-url, MODEL being the name it serves")
+    e.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (implies "
+                   "--backend openai)")
+    e.add_argument("--api-key-env", help="the environment variable holding the endpoint's API key, e.g. "
+                   "OPENAI_API_KEY (default: no key is sent)")
     e.add_argument("--out", default="runs/eval", help="store directory (default runs/eval)")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(fn=cmd_eval)

@@ -183,10 +183,22 @@ class EvaluationConfig(_Strict):
     tasks: list[TaskConfig] = Field(default_factory=lambda: [TaskConfig(name=n) for n in ("math", "code", "general")])
     limit: int | None = Field(100, gt=0, description="items per task (None: all)")
     batch_size: int = Field(128, gt=0, description="sequences decoded at once (the engine lowers it to fit its cache)")
+    backend: Literal["engine", "hf", "vllm"] = Field(
+        "engine", description="sftmix's engine; plain HF generate (the baseline); vLLM (installed, on a GPU)")
     base: bool = Field(True, description="also evaluate each model before SFT")
     code_timeout: float = Field(5.0, gt=0)
     after_each_stage: bool = Field(False, description="also evaluate every intermediate stage (forgetting)")
     judge: JudgeConfig | None = Field(None, description="the LLM judge for judged tasks (mtbench, belle)")
+
+    @field_validator("backend")
+    @classmethod
+    def _installed(cls, v):
+        import importlib.util
+
+        # Checked now, not after every stage has trained.
+        if v == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ValueError("backend vllm needs vLLM installed (pip install vllm; a CUDA GPU)")
+        return v
 
     @field_validator("tasks", mode="before")
     @classmethod

@@ -5,12 +5,14 @@ Both return, like `generate`, `settings.n` completions per conversation, cut at 
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
-from ..errors import SftmixError
+from ..errors import SftmixError, redact
 from .settings import GenSettings
 
 
@@ -25,12 +27,16 @@ def have_vllm() -> bool:
     return True
 
 
-@lru_cache(maxsize=2)
-def _vllm_engine(path: str, enable_lora: bool, dtype: str):
+@lru_cache(maxsize=1)  # one engine per process: each reserves a share of the GPU
+def _vllm_engine(path: str, dtype: str):
     from vllm import LLM
 
     util = float(os.environ.get("SFTMIX_VLLM_GPU_UTIL", "0.5"))  # the HF copy of the model stays on the GPU too
-    return LLM(model=path, dtype=dtype, enable_lora=enable_lora, gpu_memory_utilization=util, seed=0)
+    # LoRA enabled whether or not this checkpoint has an adapter, so the base and its adapters share the engine.
+    return LLM(model=path, dtype=dtype, enable_lora=True, gpu_memory_utilization=util, seed=0)
+
+
+_lora_ids = itertools.count(1)  # vLLM caches adapters by id: every saved adapter gets a new one
 
 
 def _model_source(model) -> tuple[str, str | None]:
@@ -48,14 +54,23 @@ def generate_vllm(model, tok, conversations: list[list[dict]], settings: GenSett
                   progress: bool = True) -> list[list[str]]:
     if not have_vllm():
         raise SftmixError("backend 'vllm' needs vLLM installed (pip install vllm; a CUDA GPU)")
+    path, adapter = _model_source(model)
+    try:
+        return _generate_vllm(model, tok, conversations, settings, progress, path, adapter)
+    finally:
+        if adapter:
+            shutil.rmtree(adapter, ignore_errors=True)
+
+
+def _generate_vllm(model, tok, conversations, settings: GenSettings, progress: bool, path: str,
+                   adapter: str | None) -> list[list[str]]:
     from vllm import SamplingParams
 
     from ..models import stop_token_ids
     from .generate import chat_ids, finish
 
-    path, adapter = _model_source(model)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.") if hasattr(model, "parameters") else "auto"
-    llm = _vllm_engine(path, adapter is not None, dtype)
+    llm = _vllm_engine(path, dtype)
     params = SamplingParams(
         n=settings.n, max_tokens=settings.max_new_tokens, stop_token_ids=stop_token_ids(tok),
         temperature=settings.temperature if settings.do_sample else 0.0,
@@ -66,7 +81,8 @@ def generate_vllm(model, tok, conversations: list[list[dict]], settings: GenSett
     if adapter:
         from vllm.lora.request import LoRARequest
 
-        lora = LoRARequest("sftmix-adapter", 1, adapter)
+        i = next(_lora_ids)
+        lora = LoRARequest(f"sftmix-adapter-{i}", i, adapter)
     # Token ids, not chat messages: the same template and tokenization as the other backends.
     prompts = [{"prompt_token_ids": ids} for ids in chat_ids(tok, conversations)]
     results = llm.generate(prompts, params, use_tqdm=progress, lora_request=lora)
@@ -99,15 +115,16 @@ def _one(client, ep, messages: list[dict], settings: GenSettings) -> list[str]:
     try:
         resp = client.chat.completions.create(**kw)
     except openai.AuthenticationError:
-        raise SftmixError(
-            f"endpoint {ep.base_url} refused the API key: set the environment variable {ep.api_key_env}") from None
+        where = (f"set the environment variable {ep.api_key_env}" if ep.api_key_env
+                 else "none was sent; name the environment variable holding it (sftmix eval --api-key-env VAR)")
+        raise SftmixError(f"endpoint {redact(ep.base_url)} refused the API key: {where}") from None
     except openai.APIConnectionError as e:
-        raise SftmixError(f"endpoint {ep.base_url} is unreachable ({type(e).__name__})") from None
+        raise SftmixError(f"endpoint {redact(ep.base_url)} is unreachable ({type(e).__name__})") from None
     except openai.APIStatusError as e:
-        raise SftmixError(f"endpoint {ep.base_url} answered HTTP {e.status_code}: {str(e.message)[:300]}") from None
+        raise SftmixError(f"endpoint {redact(ep.base_url)} answered HTTP {e.status_code}: {str(e.message)[:300]}") from None
     choices = sorted(resp.choices, key=lambda c: c.index)
     if len(choices) != settings.n:
-        raise SftmixError(f"endpoint {ep.base_url} returned {len(choices)} choices, asked for n={settings.n}")
+        raise SftmixError(f"endpoint {redact(ep.base_url)} returned {len(choices)} choices, asked for n={settings.n}")
     from .generate import finish
 
     return [finish(c.message.content or "", settings) for c in choices]

@@ -8,7 +8,7 @@ SmolLM2-135M-Instruct, 120 quickstart prompts (docs/benchmarks.md):
   work; torch's CPU flash kernel, built for query blocks, took about 1.6x as long and converted the boolean mask
   again in each layer. Here the additive mask is made once per step, the query heads of one key/value head share a
   matmul, and rows go in runs that skip the columns they never attend (`attention_runs`).
-- `_packed_linears`: `F.linear` hands MKL the weight row-major and MKL repacks it on every call; a decode step's
+- `packed_linears`: `F.linear` hands MKL the weight row-major and MKL repacks it on every call; a decode step's
   weights stream from memory, so that is paid at every step. Packed once for oneDNN, a decode step's layer
   matmuls took 10-20% less time and the output layer (576 x 49,152) half.
 - `FusedDecoder`: a Llama-architecture decoder (llama, mistral, qwen2) in the ops it needs: per layer one RMSNorm

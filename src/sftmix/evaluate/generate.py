@@ -1,6 +1,7 @@
 """Completions for chat prompts, by one of four backends that all honour a task's GenSettings the same way.
 
-- "engine" (default): sftmix's continuous-batching engine (evaluate/engine.py); greedy output equals HF generate's.
+- "engine" (default): sftmix's continuous-batching engine (evaluate/engine.py); greedy output equals HF generate's
+  (on a CPU its packed matmuls round differently in the last bits: a near-exact tie could break the other way).
 - "hf": plain HF `model.generate` in fixed, length-sorted, left-padded batches (the baseline).
 - "vllm": vLLM, when it is installed (GPU users).
 - "openai": any OpenAI-compatible endpoint (`Endpoint`), e.g. `sftmix serve` or a hosted model.

@@ -34,7 +34,7 @@ def pending_units(plan: Plan, out: Path, store: Store) -> list[tuple[str, str, s
             if stage_done(stage_dir(out, st.stage_id)) is None or not recorded:
                 units.append(("train", st.stage_id, st.parent_id))
     for checkpoint, _run in eval_units(plan):
-        if not all(store.has_eval(eval_id(checkpoint, t)) for t in plan.tasks):
+        if not all(store.has_eval(eval_id(checkpoint, t, plan.backend)) for t in plan.tasks):
             units.append(("eval", checkpoint, checkpoint if checkpoint in plan.stages else None))
     return units
 

@@ -79,6 +79,7 @@ class Plan:
     tasks: list[Task] = field(default_factory=list)
     prep: dict = field(default_factory=dict)  # source -> what loading, filters, dedup, decontamination did
     after_each_stage: bool = False
+    backend: str = "engine"  # generation backend; part of every evaluation's key
 
     @property
     def stage_uses(self) -> int:
@@ -349,4 +350,4 @@ def make_plan(sf: StudyFile, sources: dict[str, list[Example]] | None = None, wi
                             cell_info = {n: {"amount": p.amount, "unit": p.unit} for n, p in c.parts.items()}
                             runs.append(Run(rid, label, model, strat.name, group, c.x, seed, chain, cell_info, c.axis,
                                             {k: v for k, v in params.items() if k != "stages"}, base_id))
-    return Plan(runs, stages, sources, tasks, prep, s.evaluation.after_each_stage)
+    return Plan(runs, stages, sources, tasks, prep, s.evaluation.after_each_stage, s.evaluation.backend)

@@ -17,19 +17,20 @@ from .store import Store
 
 
 def evaluate_model(model, tok, tasks: list[Task], store: Store, run_id: str, batch_size: int,
-                   progress: bool = True) -> dict:
-    """`sftmix eval`: evaluate one loaded model as checkpoint `run_id` on every task it lacks; {task: value}."""
+                   progress: bool = True, backend: str = "engine") -> dict:
+    """`sftmix eval`: evaluate one loaded model (or for backend "openai" an `Endpoint`) as checkpoint `run_id` on
+    every task it lacks; {task: value}."""
     from .steps import generate_for
 
     out = {}
     wanted = store.meta("evals", {})
     for task in tasks:
-        eid = eval_id(run_id, task)
+        eid = eval_id(run_id, task, backend)
         wanted.setdefault(run_id, {})[task.name] = {0: eid}
         if store.has_eval(eid):
             continue
         t0 = time.time()
-        rows, summary = score_rows(task, generate_for(model, tok, task, batch_size, progress))
+        rows, summary = score_rows(task, generate_for(model, tok, task, batch_size, progress, backend))
         out[task.name] = store.add_eval(eid, run_id, task, task_key(task), rows, summary, time.time() - t0)
     store.set_meta("evals", wanted)
     return out
@@ -150,7 +151,7 @@ def apply_force(plan: Plan, out: Path, store: Store, force: list[str]) -> None:
         for cp in checkpoints:
             for t in plan.tasks:
                 if cp in stages or t.name in tasks:
-                    eid = eval_id(cp, t)
+                    eid = eval_id(cp, t, plan.backend)
                     db.execute("DELETE FROM items WHERE eval_id = ?", (eid,))
                     db.execute("DELETE FROM evals WHERE eval_id = ?", (eid,))
 

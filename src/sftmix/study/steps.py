@@ -43,8 +43,11 @@ def task_key(task: Task) -> dict:
             "max_new_tokens": getattr(task, "max_new_tokens", None)}
 
 
-def eval_id(checkpoint: str, task: Task) -> str:
-    blob = json.dumps([checkpoint, task_key(task)], sort_keys=True, default=str)
+def eval_id(checkpoint: str, task: Task, backend: str = "engine") -> str:
+    # The engine's keys stay as they were; another backend samples differently (and vLLM's kernels differ), so it
+    # is another evaluation.
+    key = [checkpoint, task_key(task)] + ([] if backend == "engine" else [backend])
+    blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -99,18 +102,20 @@ def load_checkpoint(run: Run, checkpoint: str, out: Path):
     return load_model(m.name, m.dtype, adapter=d / "adapter"), tok
 
 
-def _generate(model, tok, convs, settings, batch_size: int, progress: bool, desc: str) -> list[list[str]]:
+def _generate(model, tok, convs, settings, batch_size: int, progress: bool, desc: str,
+              backend: str) -> list[list[str]]:
     from ..evaluate.generate import generate
 
-    return generate(model, tok, convs, settings, batch_size=batch_size, progress=progress, desc=desc)
+    return generate(model, tok, convs, settings, batch_size=batch_size, progress=progress, desc=desc, backend=backend)
 
 
-def generate_for(model, tok, task: Task, batch_size: int, progress: bool) -> list[list[str]]:
+def generate_for(model, tok, task: Task, batch_size: int, progress: bool, backend: str = "engine") -> list[list[str]]:
+    """`model` is a loaded model, or for backend "openai" an `Endpoint` (`tok` then unused)."""
     convs = [e.prompt_messages for e in task.items]
     desc = f"eval {task.name}"
     if getattr(task, "respond", None) is not None:  # multi-turn tasks drive generation themselves
-        return task.respond(lambda c, s: _generate(model, tok, c, s, batch_size, progress, desc), task.items)
-    return _generate(model, tok, convs, task.gen, batch_size, progress, desc)
+        return task.respond(lambda c, s: _generate(model, tok, c, s, batch_size, progress, desc, backend), task.items)
+    return _generate(model, tok, convs, task.gen, batch_size, progress, desc, backend)
 
 
 def score_rows(task: Task, completions: list[list[str]]) -> tuple[list[dict], dict]:
@@ -129,9 +134,9 @@ def score_rows(task: Task, completions: list[list[str]]) -> tuple[list[dict], di
 
 
 def evaluate_checkpoint(run: Run, checkpoint: str, tasks: list[Task], out: Path, store: Store, batch_size: int,
-                        progress: bool = True, model=None, tok=None) -> dict[str, float]:
+                        progress: bool = True, model=None, tok=None, backend: str = "engine") -> dict[str, float]:
     """Evaluate `checkpoint` on every task it has no evaluation for yet; returns {task: headline value}."""
-    todo = [t for t in tasks if not store.has_eval(eval_id(checkpoint, t))]
+    todo = [t for t in tasks if not store.has_eval(eval_id(checkpoint, t, backend))]
     if not todo:
         return {}
     if model is None:
@@ -147,7 +152,7 @@ def evaluate_checkpoint(run: Run, checkpoint: str, tasks: list[Task], out: Path,
 
         t0 = time.time()
         outs = generate_many(model, tok, [([e.prompt_messages for e in t.items], t.gen) for t in plain], batch_size,
-                             progress, desc=f"eval {'+'.join(t.name for t in plain)}")
+                             progress, desc=f"eval {'+'.join(t.name for t in plain)}", backend=backend)
         gen_seconds = time.time() - t0
         shared = {id(t): o for t, o in zip(plain, outs)}
     total_items = sum(len(t.items) for t in plain) or 1
@@ -157,9 +162,9 @@ def evaluate_checkpoint(run: Run, checkpoint: str, tasks: list[Task], out: Path,
             completions = shared[id(task)]
             t0 -= gen_seconds * len(task.items) / total_items  # its share of the shared pass, by items
         else:
-            completions = generate_for(model, tok, task, batch_size, progress)
+            completions = generate_for(model, tok, task, batch_size, progress, backend)
         rows, summary = score_rows(task, completions)
-        out_scores[task.name] = store.add_eval(eval_id(checkpoint, task), checkpoint, task, task_key(task), rows,
+        out_scores[task.name] = store.add_eval(eval_id(checkpoint, task, backend), checkpoint, task, task_key(task), rows,
                                                summary, time.time() - t0)
     return out_scores
 
@@ -170,11 +175,11 @@ def wanted_evals(plan: Plan) -> dict:
     for r in plan.runs:
         per_task: dict = {}
         for t in plan.tasks:
-            idx = {len(r.stages): eval_id(r.checkpoint_id, t)}
+            idx = {len(r.stages): eval_id(r.checkpoint_id, t, plan.backend)}
             if plan.after_each_stage:
-                idx[0] = eval_id(r.base_id, t)
+                idx[0] = eval_id(r.base_id, t, plan.backend)
                 for i, st in enumerate(r.stages[:-1], start=1):
-                    idx[i] = eval_id(st.stage_id, t)
+                    idx[i] = eval_id(st.stage_id, t, plan.backend)
             per_task[t.name] = idx
         out[r.run_id] = per_task
     return out
@@ -222,7 +227,8 @@ def run_unit(out: str, kind: str, unit_id: str, threads: int | None = None, prog
             return {"kind": kind, "id": unit_id, "what": f"{info.get('train_tokens', 0):,} tokens, loss "
                                                           f"{info.get('loss_first', 0):.3f} -> {info.get('loss_last', 0):.3f}"}
         run = dict(eval_units(plan))[unit_id]
-        scores = evaluate_checkpoint(run, unit_id, plan.tasks, Path(out), store, study.evaluation.batch_size, progress)
+        scores = evaluate_checkpoint(run, unit_id, plan.tasks, Path(out), store, study.evaluation.batch_size, progress,
+                                     backend=plan.backend)
         return {"kind": kind, "id": unit_id, "what": ", ".join(f"{k} {100 * v:.1f}%" for k, v in scores.items())
                 or "already evaluated"}
     finally:

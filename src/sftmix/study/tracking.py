@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..atomic import atomic_write
-from ..errors import SftmixError
+from ..errors import SftmixError, redact
 from .store import Store
 
 BACKENDS = ("mlflow", "tensorboard")
@@ -192,15 +192,9 @@ def log_mlflow(out: Path, study: str, entries: list[dict]) -> int:
             changed += 1
         return changed
     except (MlflowException, OSError) as exc:
-        safe = _redact(uri)
+        safe = redact(uri)
         detail = str(getattr(exc, "message", exc)).replace(uri, safe)
-        raise SftmixError(f"report_to mlflow: logging to {safe} failed: {_redact(detail)}") from None
-
-
-def _redact(text: str) -> str:
-    """A tracking URI may carry credentials (user:password@host, ?token=...): never print them."""
-    text = re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
-    return re.sub(r"([?&][^=&\s]*(?:token|key|secret|password|auth)[^=&\s]*=)[^&\s]+", r"\1***", text, flags=re.I)
+        raise SftmixError(f"report_to mlflow: logging to {safe} failed: {redact(detail)}") from None
 
 
 # -------------------------------------------------------------------------------------------------- TensorBoard
