@@ -242,7 +242,7 @@ def fused_decoder(model) -> "FusedDecoder | None":
                 return None
             qkv, gate_up = _concat(parts[:3]), _concat(parts[4:6])
             layers.append((norms[0].weight.detach(), pack(qkv[0]), qkv[1], pack(parts[3][0]), parts[3][1],
-                           norms[1].weight.detach(), pack(gate_up[0]), pack(parts[6][0]), parts[6][1]))
+                           norms[1].weight.detach(), pack(gate_up[0]), gate_up[1], pack(parts[6][0]), parts[6][1]))
         final = decoder.norm.weight.detach()
         return FusedDecoder(layers, decoder.embed_tokens.weight.detach(), final, pack(head[0]), head[1],
                             decoder.rotary_emb, heads, kv, dim, cfg.rms_norm_eps, cfg.intermediate_size)
@@ -265,7 +265,7 @@ class FusedDecoder:
         x = F.embedding(ids, self.embed)
         cos, sin = self.rotary(x, pos)
         cos, sin = cos[:, :, None], sin[:, :, None]  # broadcast over the heads of [rows, tokens, heads, dim]
-        for i, (ln1, qkv_w, qkv_b, o_w, o_b, ln2, gu_w, down_w, down_b) in enumerate(self.layers):
+        for i, (ln1, qkv_w, qkv_b, o_w, o_b, ln2, gu_w, gu_b, down_w, down_b) in enumerate(self.layers):
             h = self._norm(x, ln1)
             qkv = packed_linear(qkv_w, qkv_b, h)
             qk = qkv[..., : (H + KV) * D].view(b, q, H + KV, D)
@@ -283,7 +283,7 @@ class FusedDecoder:
                 att = decode_attention(query, keys, values, mask, D**-0.5, runs)
             x = x + packed_linear(o_w, o_b, att.reshape(b, q, H * D))
             h = self._norm(x, ln2)
-            gu = packed_linear(gu_w, None, h)
+            gu = packed_linear(gu_w, gu_b, h)
             x = x + packed_linear(down_w, down_b, F.silu(gu[..., : self.inter]) * gu[..., self.inter :])
         return packed_linear(self.head, self.head_bias, self._norm(x[:, -1], self.norm)).float()
 
